@@ -184,12 +184,12 @@ class TaskSpec:
         raise ValueError(f"label {label!r} is not in {list(self.label_names)} (or ids 0..{self.num_labels - 1})")
 
     # ------------------------------------------------------------------ validation
-    def invalid_reason(self, example: dict[str, Any]) -> tuple[str, str] | None:
+    def invalid_reason(self, example: dict[str, Any], *, check_lengths: bool = True) -> tuple[str, str] | None:
         """Check one canonical example; return ``(field, reason)`` for the first problem, or ``None``.
 
-        Classification: every input field is a non-empty string within length bounds, label in the label set.
-        QA: context/question non-empty, at least one answer, each answer text is the span of the context at its
-        ``answer_start``.
+        Classification: every input field is a non-empty string (within ``min_chars``/``max_chars`` when
+        ``check_lengths``, as for generated data), label in the label set. QA: context/question non-empty, at least
+        one answer, each answer text is the span of the context at its ``answer_start``.
         """
         for name in self.columns:
             if name not in example or example[name] is None:
@@ -201,6 +201,8 @@ class TaskSpec:
                 return name, f"must be a string, got {type(value).__name__}"
             if not value.strip():
                 return name, "is empty"
+            if not check_lengths:
+                continue
             limit = self.max_chars if name == self.generated_field else max(self.max_chars, 100_000)
             if name == self.generated_field and len(value.strip()) < self.min_chars:
                 return name, f"is shorter than {self.min_chars} characters"

@@ -1,0 +1,113 @@
+"""Dataset cards of S3 datasets: the README.md of a Hub-layout repo (YAML ``configs:`` + prose).
+
+:func:`render_card` writes a full card; the YAML header is what lets ``load_dataset(repo, "round_1")`` find each
+config's parquet files with no custom code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .tasks import TaskSpec, get_task
+
+PARQUET_PATTERN = "{config}/train-*.parquet"
+
+
+def config_sort_key(config: str) -> tuple[int, int]:
+    """``seed`` first, then ``round_1``, ``round_2``, ..., then ``all``."""
+    if config == "seed":
+        return (0, 0)
+    if config.startswith("round_") and config[6:].isdigit():
+        return (1, int(config[6:]))
+    return (2, 0)
+
+
+def card_metadata(
+    task: str | TaskSpec, configs: dict[str, int], *, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The YAML metadata of a card: ``configs`` (parquet per config, ``all`` the default), tags, s3_hf info."""
+    spec = get_task(task)
+    names = sorted(configs, key=config_sort_key)
+    meta: dict[str, Any] = {
+        "configs": [
+            {
+                "config_name": name,
+                "data_files": [{"split": "train", "path": PARQUET_PATTERN.format(config=name)}],
+                **({"default": True} if name == "all" else {}),
+            }
+            for name in names
+        ],
+        "language": ["en"],
+        "tags": ["synthetic", "s3", "error-extrapolation", spec.name],
+        "task_categories": ["question-answering" if spec.is_qa else "text-classification"],
+        "s3_hf": {
+            "task": spec.name,
+            "task_version": spec.version,
+            "task_fingerprint": spec.fingerprint(),
+            "format": "parquet",
+            "rows": {name: int(configs[name]) for name in names},
+        },
+    }
+    if extra:
+        meta.update(extra)
+    return meta
+
+
+def render_card(
+    task: str | TaskSpec,
+    configs: dict[str, int],
+    *,
+    title: str | None = None,
+    sections: dict[str, str] | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> str:
+    """A complete README.md for an S3 dataset repo.
+
+    Args:
+        task: the task (name or spec).
+        configs: config name -> number of rows.
+        title: the card's title; defaults to ``S3 synthetic data: <task>``.
+        sections: extra markdown sections (heading -> body), e.g. the per-round table of a run.
+        extra_metadata: more YAML metadata (merged at the top level).
+    """
+    spec = get_task(task)
+    meta = card_metadata(spec, configs, extra=extra_metadata)
+    header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
+    names = sorted(configs, key=config_sort_key)
+    rows = "\n".join(f"| `{name}` | {configs[name]:,} |" for name in names)
+    fields = ", ".join(f"`{c}`" for c in spec.columns)
+    labels = f" Labels: {', '.join(f'{i} = {n}' for i, n in enumerate(spec.label_names))}." if spec.label_names else ""
+    body = [
+        f"# {title or f'S3 synthetic data: {spec.name}'}",
+        "",
+        f"Synthetic training data for **{spec.name}** ({spec.description}), written by an LLM with S3 "
+        "(*Let's Synthesize Step by Step*, EMNLP 2023 Findings): a seed set, then rounds of error extrapolation "
+        "from the mistakes a small model makes on real validation data.",
+        "",
+        f"Columns: {fields}.{labels}",
+        "",
+        "| config | rows |",
+        "|---|---|",
+        rows,
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        'ds = load_dataset("<this repo or folder>", "round_1")  # or "seed", "all"; revision="round-1" for a version',
+        "```",
+    ]
+    for heading, text in (sections or {}).items():
+        body += ["", f"## {heading}", "", text.strip()]
+    return f"---\n{header}---\n\n" + "\n".join(body) + "\n"
+
+
+def split_card(text: str) -> tuple[dict[str, Any], str]:
+    """``(metadata, body)`` of a card; a card with no YAML header gives ``({}, text)``."""
+    if text.startswith("---\n"):
+        end = text.find("\n---", 4)
+        if end != -1:
+            meta = yaml.safe_load(text[4:end]) or {}
+            body = text[end + 4 :].lstrip("\n")
+            return (meta if isinstance(meta, dict) else {}), body
+    return {}, text
