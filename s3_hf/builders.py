@@ -203,5 +203,11 @@ def build_config(
     if cache_dir is None:
         cache_dir = tempfile.mkdtemp(prefix="s3_hf_build_")
     builder = builder_class(task)(config_name=config, data_dir=str(source), cache_dir=str(cache_dir))
-    builder.download_and_prepare()
+    try:
+        builder.download_and_prepare()
+    except datasets.exceptions.DatasetGenerationError as err:
+        # datasets wraps errors raised while generating; surface ours (file, line, field) as they are
+        if isinstance(err.__cause__, S3DataError):
+            raise err.__cause__ from None
+        raise
     return builder.as_dataset(split="train")

@@ -1,0 +1,52 @@
+"""Gold data adapters: the offline IMDb split, QNLI derived from SQuAD, local files with bad rows."""
+
+import json
+
+import pytest
+
+from s3_hf.errors import S3ConfigError, S3DataError
+from s3_hf.gold import context_pool, load_gold, qnli_pairs
+
+
+def test_offline_imdb_split_is_fixed_disjoint_and_balanced_enough():
+    gold = load_gold("imdb")
+    assert {k: v.num_rows for k, v in gold.items()} == {"validation": 1000, "test": 2000, "train": 21904}
+    val, test, train = (set(gold[s]["text"]) for s in ("validation", "test", "train"))
+    assert not (val & test) and not (val & train) and not (test & train)
+    assert 400 < sum(gold["validation"]["label"]) < 600
+    assert gold["validation"][0] == load_gold("imdb")["validation"][0]  # fixed permutation
+
+
+def test_qnli_pairs_follow_glue_recipe():
+    article = {"paragraphs": [{"context": "Paris is the capital. It lies on the Seine. Rome is in Italy.",
+                               "qas": [{"question": "What river is Paris on?",
+                                        "answers": [{"text": "the Seine", "answer_start": 33}]}]}]}
+    rows = qnli_pairs([article])
+    assert rows["label"] == [0, 1]
+    assert rows["sentence"][0] == "It lies on the Seine."
+    assert rows["sentence"][1] == "Paris is the capital."  # the negative with the most word overlap
+
+
+def test_local_gold_file_with_glue_columns_and_bad_row(tmp_path):
+    good = {"sentence1": "A man walks.", "sentence2": "Someone walks.", "label": 0}
+    path = tmp_path / "rte_validation.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "label": 1}) + "\n")
+    gold = load_gold("rte", str(path))
+    assert gold["validation"].column_names == ["premise", "hypothesis", "label"]
+    assert gold["validation"]["label"] == [0, 1]
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "label": 4}) + "\n")
+    with pytest.raises(S3DataError) as info:
+        load_gold("rte", str(path))
+    assert (info.value.line, info.value.field) == (2, "label")
+
+
+def test_rte_has_no_offline_gold_and_says_what_to_do():
+    with pytest.raises(S3ConfigError, match="nyu-mll/glue"):
+        load_gold("rte")
+
+
+def test_context_pools():
+    assert context_pool("imdb") == []
+    rte = context_pool("rte", limit=50)
+    assert len(rte) == 50 and all(20 <= len(c) <= 400 for c in rte)
+    assert context_pool("rte", limit=5) == rte[:5]
