@@ -5,7 +5,11 @@ Templates are ``str.format`` strings. Placeholders:
 - ``{description}`` the task description, ``{label}`` the asked label name (classification), ``{n}`` a count;
 - ``{rationales}`` a bullet list of rationales (IMDb-style seed synthesis);
 - ``{context}`` the given context (premise / sentence / QA paragraph), already delimited;
-- ``{example}`` the misclassified example shown for error extrapolation, already delimited.
+- ``{example}`` the misclassified example shown for error extrapolation, already delimited;
+- ``{label_hint}`` what the asked label means (:data:`LABEL_HINTS`); ``{field}`` the generated field's name;
+- ``{aspect}`` (rationale prompts) one of :data:`RATIONALE_ASPECTS`, so that successive rationale requests differ.
+
+Unused placeholders are allowed: every template is formatted with all of them.
 
 The defaults follow the S3 paper (Wang et al., EMNLP 2023 Findings, appendix prompts): rationales per label first,
 then examples written from a few sampled rationales; pair and QA tasks write the second text for a given context;
@@ -42,11 +46,11 @@ _SYSTEM = (
 )
 
 _IMDB = PromptSet(
-    version="1",
+    version="2",
     system=_SYSTEM,
     rationale=(
-        "List {n} different reasons why a movie review could be {label}. Each reason is a short phrase about the "
-        'movie (acting, plot, music...). Answer as JSON: {{"rationales": ["...", "..."]}}'
+        "List {n} different reasons why a movie review could be {label}, focusing on {aspect}. Each reason is a "
+        'short phrase about the movie. Answer as JSON: {{"rationales": ["...", "..."]}}'
     ),
     seed=(
         "Write a {label} movie review of about three sentences. It is {label} because of these aspects:\n"
@@ -123,6 +127,18 @@ _GENERIC = PromptSet(
         "Write one new, different example like it whose label is {label}. "
         'Answer as JSON: {{"{field}": "<the text>"}}'
     ),
+)
+
+# topics that successive rationale requests focus on (so that they do not all return the same list)
+RATIONALE_ASPECTS = (
+    "the acting",
+    "the plot and the script",
+    "the directing and the visuals",
+    "the characters",
+    "the music and the sound",
+    "the pacing and the length",
+    "the ending",
+    "the emotions it leaves",
 )
 
 # what the entailment labels mean, for the label hint in pair-task prompts

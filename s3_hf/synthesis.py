@@ -1,0 +1,462 @@
+"""Seed synthesis: the LLM writes the first labelled dataset of S3.
+
+Following the paper (Wang et al., EMNLP 2023 Findings):
+
+- single-text tasks with a ``rationale`` prompt (IMDb) first ask the LLM for *rationales* per label (reasons a review
+  could be positive/negative), once; each example is then written from ``k`` rationales sampled for its label;
+- pair tasks (QNLI, RTE) write the second text (question / hypothesis) for a given context and label;
+- extractive QA (AdQA) writes a question and an answer that is an exact span of the given context.
+
+Contexts come from an unlabelled pool (:func:`s3_hf.gold.context_pool`: SQuAD sentences/paragraphs offline, or the
+user's own file). Every LLM call goes through :class:`s3_hf.llm_engine.LLMEngine`, whose cache makes a re-run free;
+each reply is validated against the :class:`~s3_hf.tasks.TaskSpec` and exact/near duplicates are dropped.
+
+Example:
+
+```python
+>>> from s3_hf.llm_engine import LLMConfig, LLMEngine
+>>> with LLMEngine(LLMConfig(local_model="qwen2.5-coder-0.5b")) as engine:
+...     synth = SeedSynthesizer("imdb", engine)
+...     outcome = synth.generate(64)
+>>> outcome.examples[0]
+{'text': 'A sweeping, heartfelt film ...', 'label': 1}
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .dedup import Deduplicator
+from .errors import S3ConfigError
+from .output_parsing import delimit_data
+from .prompts import LABEL_HINTS, RATIONALE_ASPECTS, PromptSet
+from .tasks import TaskSpec, get_task
+
+logger = logging.getLogger(__name__)
+
+REASON_DUPLICATE = "duplicate"
+REASON_ANSWER_NOT_IN_CONTEXT = "answer_not_in_context"
+
+
+# ---------------------------------------------------------------------- shared by seed synthesis and extrapolation
+@dataclass
+class SynthesisOutcome:
+    """What one generation stage produced.
+
+    Attributes:
+        examples: accepted canonical examples, in request order.
+        requested: number of requests sent (each asks for one example).
+        rejected: reason -> count for requests that gave no example (after the engine's retries), and duplicates.
+        usage: token usage of the stage as reported by the engine (prompt/completion tokens, cost).
+    """
+
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    requested: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> int:
+        return len(self.examples)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requested": self.requested,
+            "accepted": self.accepted,
+            "rejected": dict(sorted(self.rejected.items())),
+            "usage": self.usage,
+        }
+
+
+def format_prompt(template: str, spec: TaskSpec, **values: Any) -> str:
+    """Fill a prompt template; every placeholder of :mod:`s3_hf.prompts` is available (unused ones are ignored)."""
+    label = values.get("label", "")
+    filled = {
+        "description": spec.description,
+        "label": label,
+        "label_hint": LABEL_HINTS.get(label, f"the label is {label}"),
+        "field": spec.generated_field,
+        "n": "",
+        "rationales": "",
+        "context": "",
+        "example": "",
+        "aspect": "",
+    }
+    filled.update(values)
+    try:
+        return template.format(**filled)
+    except (KeyError, IndexError, ValueError) as err:
+        raise S3ConfigError(f"prompt template {template[:60]!r}... cannot be filled: {err!r}") from err
+
+
+def messages_for(prompts: PromptSet, user: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": prompts.system}, {"role": "user", "content": user}]
+
+
+def output_schema(spec: TaskSpec) -> dict[str, Any]:
+    """JSON schema of the object the LLM answers with (the generated field; QA adds the answer span)."""
+    props = {spec.generated_field: {"type": "string"}}
+    if spec.is_qa:
+        props["answer"] = {"type": "string"}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def output_prefill(spec: TaskSpec) -> str:
+    """Assistant-turn prefill that starts the JSON answer (stops small local models from refusing or chatting)."""
+    return '{"' + spec.generated_field + '": "'
+
+
+def _clean(text: Any) -> str | None:
+    if not isinstance(text, str):
+        return None
+    return " ".join(text.replace("\u00a0", " ").split()).strip().strip('"').strip()
+
+
+def find_span(context: str, answer: str) -> int | None:
+    """Start offset of ``answer`` in ``context`` (exact, then case-insensitive), or ``None``."""
+    start = context.find(answer)
+    if start < 0:
+        start = context.lower().find(answer.lower())
+    return start if start >= 0 else None
+
+
+def qa_id(context: str, question: str) -> str:
+    return hashlib.sha1(f"{context}\x00{question}".encode()).hexdigest()[:24]
+
+
+def example_validator(
+    spec: TaskSpec, *, label: int | None = None, context: str | None = None
+) -> Callable[[dict], tuple[dict | None, str | None]]:
+    """A validator for :class:`~s3_hf.llm_engine.GenerationRequest`: parsed LLM object -> ``(example, reason)``.
+
+    The example gets the given ``label`` (classification) and ``context`` (pair/QA tasks); the generated text comes
+    from the object. It must pass :meth:`TaskSpec.invalid_reason` (lengths included); a QA answer must be a span of
+    the context.
+    """
+
+    def validate(obj: dict) -> tuple[dict | None, str | None]:
+        if not isinstance(obj, dict):
+            return None, "not_a_json_object"
+        text = _clean(obj.get(spec.generated_field))
+        if not text:
+            return None, f"missing_{spec.generated_field}"
+        if spec.is_qa:
+            answer = _clean(obj.get("answer"))
+            if not answer:
+                return None, "missing_answer"
+            answer = answer.rstrip(".")
+            start = find_span(context or "", answer) if answer else None
+            if start is None:
+                return None, REASON_ANSWER_NOT_IN_CONTEXT
+            span = context[start : start + len(answer)]
+            example = {
+                "id": qa_id(context, text),
+                "context": context,
+                "question": text,
+                "answers": {"text": [span], "answer_start": [start]},
+            }
+        else:
+            example = {spec.generated_field: text, "label": label}
+            if spec.context_field is not None:
+                example[spec.context_field] = context
+            example = {name: example[name] for name in spec.columns}
+        problem = spec.invalid_reason(example)
+        if problem is not None:
+            return None, f"invalid_{problem[0]}"
+        return example, None
+
+    return validate
+
+
+def make_deduplicator(spec: TaskSpec) -> Deduplicator:
+    """The duplicate filter of a task: its generated field, scoped by the context for pair/QA tasks."""
+    scope = (spec.context_field,) if spec.context_field and spec.context_field != spec.generated_field else ()
+    return Deduplicator(field=spec.generated_field, scope=scope)
+
+
+def run_requests(
+    engine: Any,
+    requests: Sequence[Any],
+    *,
+    stage: str,
+    round_index: int,
+    desc: str,
+    deduplicator: Deduplicator | None,
+) -> SynthesisOutcome:
+    """Send ``requests`` through the engine; collect accepted examples, rejection reasons and usage."""
+    outcome = SynthesisOutcome(requested=len(requests))
+    if not requests:
+        return outcome
+    results = engine.generate(list(requests), stage=stage, round_index=round_index, desc=desc)
+    for result in results:
+        if result.example is None:
+            outcome.rejected[result.reason or "rejected"] += 1
+            continue
+        if deduplicator is not None:
+            duplicate = deduplicator.check_and_add(result.example)
+            if duplicate is not None:
+                outcome.rejected[duplicate] += 1
+                continue
+        outcome.examples.append(result.example)
+    outcome.usage = stage_usage(engine, stage=stage, round_index=round_index)
+    return outcome
+
+
+def stage_usage(engine: Any, *, stage: str, round_index: int) -> dict[str, Any]:
+    """Token usage of one stage/round from the engine's usage tracker (``{}`` when it has none)."""
+    usage = getattr(engine, "usage", None)
+    total = getattr(usage, "total", None)
+    if not callable(total):
+        return {}
+    try:
+        return dict(total(stage=stage, round_index=round_index))
+    except TypeError:
+        return {}
+
+
+def _request(**kwargs: Any) -> Any:
+    from .llm_engine import GenerationRequest
+
+    return GenerationRequest(**kwargs)
+
+
+# ---------------------------------------------------------------------- seed synthesis
+class SeedSynthesizer:
+    """Writes the seed dataset of a task with an LLM engine.
+
+    Args:
+        task: task name or :class:`~s3_hf.tasks.TaskSpec`.
+        engine: an :class:`~s3_hf.llm_engine.LLMEngine` (entered), or anything with the same ``generate``.
+        prompts: override the task's :class:`~s3_hf.prompts.PromptSet`.
+        contexts: the unlabelled context pool (pair and QA tasks); required for them.
+        rationales_per_label: how many rationales to collect per label (tasks with a rationale prompt).
+        rationales_per_request: how many rationales one request asks for.
+        rationales_per_example: ``k``, how many sampled rationales each example is written from.
+        seed: seed of the rationale sampling (example ``i`` always gets the same sample, so requests are stable
+            and a longer run reuses the cached replies of a shorter one).
+        max_attempts: attempts per request (the engine retries invalid replies).
+        deduplicator: drops exact/near duplicates (default: a fresh one per synthesizer; ``None`` keeps all).
+    """
+
+    def __init__(
+        self,
+        task: str | TaskSpec,
+        engine: Any,
+        *,
+        prompts: PromptSet | None = None,
+        contexts: Sequence[str] | None = None,
+        rationales_per_label: int = 12,
+        rationales_per_request: int = 6,
+        rationales_per_example: int = 2,
+        seed: int = 0,
+        max_attempts: int = 3,
+        deduplicator: Deduplicator | None | str = "default",
+    ):
+        self.spec = get_task(task)
+        self.engine = engine
+        self.prompts = prompts or self.spec.prompts
+        self.contexts = list(contexts or [])
+        if self.spec.context_field is not None and not self.contexts:
+            raise S3ConfigError(
+                f"task {self.spec.name!r} writes text for given contexts: pass contexts= (e.g. "
+                f"s3_hf.gold.context_pool({self.spec.name!r})), got none"
+            )
+        for name, value in (
+            ("rationales_per_label", rationales_per_label),
+            ("rationales_per_request", rationales_per_request),
+            ("rationales_per_example", rationales_per_example),
+            ("max_attempts", max_attempts),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise S3ConfigError(f"SeedSynthesizer {name} must be a positive integer, got {value!r}")
+        self.rationales_per_label = rationales_per_label
+        self.rationales_per_request = rationales_per_request
+        self.rationales_per_example = rationales_per_example
+        self.seed = seed
+        self.max_attempts = max_attempts
+        self.deduplicator = make_deduplicator(self.spec) if deduplicator == "default" else deduplicator
+        self._rationales: dict[str, list[str]] | None = None
+
+    @property
+    def uses_rationales(self) -> bool:
+        return bool(self.prompts.rationale) and not self.spec.is_qa and self.spec.context_field is None
+
+    # ------------------------------------------------------------------ rationales
+    def rationale_requests(self) -> list[Any]:
+        per_request = self.rationales_per_request
+        count = math.ceil(self.rationales_per_label / per_request)
+        requests = []
+        for label in self.spec.label_names:
+            for j in range(count):
+                aspect = RATIONALE_ASPECTS[j % len(RATIONALE_ASPECTS)]
+                user = format_prompt(self.prompts.rationale, self.spec, label=label, n=per_request, aspect=aspect)
+                requests.append(
+                    _request(
+                        messages=messages_for(self.prompts, user),
+                        validate=_validate_rationales,
+                        key={
+                            "task": self.spec.fingerprint(),
+                            "prompts": self.prompts.version,
+                            "stage": "rationales",
+                            "label": label,
+                            "index": j,
+                        },
+                        json_schema={
+                            "type": "object",
+                            "properties": {"rationales": {"type": "array", "items": {"type": "string"}}},
+                            "required": ["rationales"],
+                        },
+                        prefill='{"rationales": ["',
+                        max_attempts=self.max_attempts,
+                        meta={"label": label, "aspect": aspect},
+                    )
+                )
+        return requests
+
+    def rationales(self, *, path: str | Path | None = None, round_index: int = 0) -> dict[str, list[str]]:
+        """Rationales per label name, asked once: read from ``path`` when it exists, else generated (and written
+        there). A label the LLM gave no usable rationale for falls back to the aspect names."""
+        if self._rationales is not None:
+            return self._rationales
+        if path is not None and Path(path).is_file():
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            if isinstance(data, dict) and set(data) == set(self.spec.label_names):
+                self._rationales = {label: list(data[label]) for label in self.spec.label_names}
+                return self._rationales
+        results = self.engine.generate(
+            self.rationale_requests(), stage="rationales", round_index=round_index, desc="rationales"
+        )
+        found: dict[str, list[str]] = {label: [] for label in self.spec.label_names}
+        for result in results:
+            if result.example is None:
+                continue
+            label = result.request.meta["label"]
+            for text in result.example["rationales"]:
+                if text.lower() not in {t.lower() for t in found[label]}:
+                    found[label].append(text)
+        for label, texts in found.items():
+            if not texts:
+                logger.warning("the LLM gave no usable rationale for label %r; using the aspect names", label)
+                texts.extend(RATIONALE_ASPECTS)
+            del texts[self.rationales_per_label :]
+        self._rationales = found
+        if path is not None:
+            _write_json_atomic(Path(path), found)
+        return found
+
+    # ------------------------------------------------------------------ examples
+    def plan(self, index: int) -> dict[str, Any]:
+        """What request ``index`` asks for: its label id and, per task, its context or sampled rationales."""
+        spec = self.spec
+        plan: dict[str, Any] = {}
+        if spec.is_qa:
+            plan["context"] = self.contexts[index % len(self.contexts)]
+            return plan
+        labels = spec.num_labels
+        plan["label"] = index % labels
+        if spec.context_field is not None:
+            plan["context"] = self.contexts[(index // labels) % len(self.contexts)]
+        elif self.uses_rationales:
+            pool = (self._rationales or {}).get(spec.label_names[plan["label"]], [])
+            rng = random.Random(f"{self.seed}:{index}")
+            plan["rationales"] = rng.sample(pool, min(self.rationales_per_example, len(pool)))
+        return plan
+
+    def requests(self, n: int, *, start: int = 0) -> list[Any]:
+        """The requests for seed examples ``start .. start + n - 1`` (labels balanced, contexts cycled)."""
+        if self.uses_rationales and self._rationales is None:
+            raise RuntimeError("call rationales() before requests() for a task with a rationale prompt")
+        spec = self.spec
+        out = []
+        for index in range(start, start + n):
+            plan = self.plan(index)
+            label = spec.label_names[plan["label"]] if "label" in plan else ""
+            context = plan.get("context")
+            rationales = "\n".join(f"- {r}" for r in plan.get("rationales", []))
+            user = format_prompt(
+                self.prompts.seed,
+                spec,
+                label=label,
+                rationales=rationales,
+                context=(delimit_data(context) + "\n") if context is not None else "",
+            )
+            key = {
+                "task": spec.fingerprint(),
+                "prompts": self.prompts.version,
+                "stage": "seed",
+                "index": index,
+                "label": label,
+                "context": hashlib.sha1(context.encode()).hexdigest() if context else None,
+                "rationales": plan.get("rationales"),
+            }
+            out.append(
+                _request(
+                    messages=messages_for(self.prompts, user),
+                    validate=example_validator(spec, label=plan.get("label"), context=context),
+                    key=key,
+                    json_schema=output_schema(spec),
+                    prefill=output_prefill(spec),
+                    max_attempts=self.max_attempts,
+                    meta={"index": index},
+                )
+            )
+        return out
+
+    def generate(
+        self, n: int, *, start: int = 0, round_index: int = 0, rationales_path: str | Path | None = None
+    ) -> SynthesisOutcome:
+        """Write ``n`` seed examples (fewer are returned when replies are rejected or duplicated).
+
+        Args:
+            n: number of requests (one example each).
+            start: index of the first request; example ``i`` always gets the same prompt, so generating 96 after
+                64 pays only for the 32 new ones.
+            round_index: the round recorded in the engine's usage (0 for the seed).
+            rationales_path: where the rationales are cached (see :meth:`rationales`).
+        """
+        if not isinstance(n, int) or n < 0:
+            raise S3ConfigError(f"number of seed examples must be a non-negative integer, got {n!r}")
+        if self.uses_rationales:
+            self.rationales(path=rationales_path, round_index=round_index)
+        return run_requests(
+            self.engine,
+            self.requests(n, start=start),
+            stage="seed",
+            round_index=round_index,
+            desc=f"seed {self.spec.name}",
+            deduplicator=self.deduplicator,
+        )
+
+
+def _validate_rationales(obj: dict) -> tuple[dict | None, str | None]:
+    items = obj.get("rationales") if isinstance(obj, dict) else None
+    if isinstance(items, str):
+        items = [line.strip(" -*•\t") for line in items.splitlines()]
+    if not isinstance(items, list):
+        return None, "missing_rationales"
+    texts = []
+    for item in items:
+        text = _clean(item if isinstance(item, str) else (item.get("reason") if isinstance(item, dict) else None))
+        if text and 3 <= len(text) <= 200:
+            texts.append(text)
+    if not texts:
+        return None, "empty_rationales"
+    return {"rationales": texts}, None
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,111 @@
+"""ErrorExtrapolator: n new examples per error, gold label kept, context kept for pair/QA tasks, any input form."""
+
+from __future__ import annotations
+
+import datasets
+import pytest
+from fake_llm import FakeEngine, user_prompt
+
+from s3_hf.errors import S3DataError
+from s3_hf.extrapolation import ErrorExtrapolator, load_errors
+from s3_hf.prompts import PromptSet
+from s3_hf.s3_json import write_s3_json
+from s3_hf.tasks import get_task
+
+PREMISE = "The Eiffel Tower was finished in 1889 in Paris."
+RTE_ERRORS = [
+    {"premise": PREMISE, "hypothesis": "The tower was finished in 1889.", "label": 0, "predicted_label": 1},
+    {"premise": "Water boils at 100 C.", "hypothesis": "Water freezes at 100 C.", "label": 1, "predicted_label": 0},
+]
+
+
+def rte_responder(request):
+    prompt = user_prompt(request)
+    label = "not_entailment" if "true label is not_entailment" in prompt else "entailment"
+    return {"hypothesis": f"New {label} hypothesis number {request.meta['sample']} for {request.meta['error'][:8]}."}
+
+
+def test_rte_n_per_error_keeps_gold_label_and_premise():
+    engine = FakeEngine(rte_responder)
+    outcome = ErrorExtrapolator("rte", engine, per_error=3).extrapolate(RTE_ERRORS, round_index=2)
+    assert engine.calls == {"extrapolate": 6}
+    assert all(stage == "extrapolate" and rnd == 2 for stage, rnd, _ in engine.seen)
+    assert outcome.requested == 6 and outcome.accepted == 6
+    assert [e["label"] for e in outcome.examples] == [0, 0, 0, 1, 1, 1]
+    assert [e["premise"] for e in outcome.examples] == [PREMISE] * 3 + ["Water boils at 100 C."] * 3
+    assert outcome.examples[3]["hypothesis"].startswith("New not_entailment hypothesis number 0")
+    # the error is shown as delimited data, with its gold label (not the predicted one) in the instruction
+    prompt = user_prompt(engine.seen[0][2])
+    assert "true label is entailment" in prompt
+    assert "<data>\npremise: The Eiffel Tower" in prompt and "hypothesis: The tower was finished in 1889." in prompt
+    # samples of one error are distinct requests (distinct keys)
+    assert len({str(r.key) for _, _, r in engine.seen}) == 6
+
+
+def test_inputs_dataset_file_and_list_give_same_requests(tmp_path):
+    spec = get_task("rte")
+    dataset = datasets.Dataset.from_list(
+        [{k: v for k, v in e.items() if k != "predicted_label"} for e in RTE_ERRORS], features=spec.features
+    ).add_column("predicted_label", [1, 0])
+    path = tmp_path / "errors.jsonl"
+    write_s3_json(path, RTE_ERRORS, spec, extra_fields=["predicted_label"])
+    canonical = [{k: v for k, v in e.items() if k != "predicted_label"} for e in RTE_ERRORS]
+    assert load_errors(dataset, spec) == load_errors(path, spec) == load_errors(RTE_ERRORS, spec) == canonical
+    keys = []
+    for source in (dataset, str(path), RTE_ERRORS):
+        engine = FakeEngine(rte_responder)
+        ErrorExtrapolator("rte", engine).extrapolate(source)
+        keys.append([r.key for _, _, r in engine.seen])
+    assert keys[0] == keys[1] == keys[2]
+
+
+def test_bad_errors_name_row_and_field():
+    with pytest.raises(S3DataError, match="row 2.*field 'label'"):
+        load_errors([RTE_ERRORS[0], {**RTE_ERRORS[1], "label": 7}], "rte")
+    with pytest.raises(S3DataError, match="field 'hypothesis'"):
+        load_errors([{"premise": "p", "label": 0}], "rte")
+
+
+def test_imdb_max_errors_balanced_and_prompt_override():
+    errors = [{"text": f"Gold review {i} text.", "label": int(i >= 6)} for i in range(8)]
+    prompts = PromptSet(version="custom-1", system="sys", seed="unused", extrapolate="LABEL={label} EX={example}")
+    engine = FakeEngine(lambda r: {"text": f"Generated review from {user_prompt(r)[-40:]}"})
+    outcome = ErrorExtrapolator("imdb", engine, max_errors=4, prompts=prompts, seed=3).extrapolate(errors)
+    prompts_seen = [user_prompt(r) for _, _, r in engine.seen]
+    assert len(prompts_seen) == 4
+    assert sum("LABEL=positive" in p for p in prompts_seen) == 2  # 2 of each label though 6 of 8 are negative
+    assert all(p.startswith("LABEL=") and "<data>\nGold review" in p for p in prompts_seen)
+    assert engine.seen[0][2].messages[0]["content"] == "sys"
+    assert engine.seen[0][2].key["prompts"] == "custom-1"
+    assert sorted(e["label"] for e in outcome.examples) == [0, 0, 1, 1]
+
+
+def test_adqa_keeps_context_and_validates_span():
+    ctx = "Marie Curie won the Nobel Prize in Physics in 1903 and in Chemistry in 1911."
+    errors = [
+        {
+            "id": "q1",
+            "context": ctx,
+            "question": "When did she win in Chemistry?",
+            "answers": {"text": ["1911"], "answer_start": [ctx.index("1911")]},
+        }
+    ]
+    replies = iter(
+        [{"question": "Which prize came first?", "answer": "Physics"}, {"question": "Who won?", "answer": "Pierre"}]
+    )
+    engine = FakeEngine(lambda r: next(replies))
+    outcome = ErrorExtrapolator("adqa", engine, per_error=2).extrapolate(errors)
+    assert outcome.rejected == {"answer_not_in_context": 1}
+    (example,) = outcome.examples
+    assert example["context"] == ctx and example["answers"] == {
+        "text": ["Physics"],
+        "answer_start": [ctx.index("Physics")],
+    }
+    assert "answer: 1911" in user_prompt(engine.seen[0][2])
+
+
+def test_long_gold_text_is_cut_in_prompt():
+    engine = FakeEngine(lambda r: {"text": "A new review that is long enough."})
+    ErrorExtrapolator("imdb", engine, max_example_chars=100).extrapolate([{"text": "word " * 500, "label": 1}])
+    prompt = user_prompt(engine.seen[0][2])
+    assert "word " * 19 in prompt and "word " * 30 not in prompt and " ..." in prompt
