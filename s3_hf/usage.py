@@ -1,0 +1,151 @@
+"""Token usage and estimated cost per stage and per round, with a configurable price table.
+
+Example:
+
+```python
+>>> tracker = UsageTracker(prices={"gpt-4o-mini": (0.15, 0.60)})
+>>> tracker.add(stage="seed", round_index=0, model="gpt-4o-mini", prompt_tokens=1000, completion_tokens=200)
+>>> round(tracker.total()["cost_usd"], 6)
+0.00027
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# $ per 1M prompt tokens, $ per 1M completion tokens (public list prices; override with LLMConfig.prices)
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-3.5-turbo": (0.50, 1.50),
+    "local": (0.0, 0.0),
+}
+
+
+def price_for(model: str, prices: dict[str, tuple[float, float]]) -> tuple[float, float] | None:
+    """The price of ``model``: an exact entry, else the longest entry that prefixes it (``gpt-4o-mini-2024...``)."""
+    if model in prices:
+        return prices[model]
+    matches = [name for name in prices if model.startswith(name)]
+    return prices[max(matches, key=len)] if matches else None
+
+
+@dataclass
+class UsageRow:
+    """Usage of one (stage, round, model): API calls, tokens, cost, and replies replayed from the cache."""
+
+    stage: str
+    round_index: int
+    model: str
+    requests: int = 0
+    cached_requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    priced: bool = True
+
+
+class UsageTracker:
+    """Accumulates usage per ``(stage, round, model)``; thread-safe.
+
+    Replies replayed from the response cache count as ``cached_requests`` and cost nothing in this run.
+
+    Args:
+        prices: model -> (``$`` per 1M prompt tokens, ``$`` per 1M completion tokens); models missing from it are
+            reported with ``priced=False`` and cost 0.
+    """
+
+    def __init__(self, prices: dict[str, tuple[float, float]] | None = None):
+        self.prices = dict(DEFAULT_PRICES if prices is None else prices)
+        self._rows: dict[tuple[str, int, str], UsageRow] = {}
+        self._lock = threading.Lock()
+
+    def add(
+        self,
+        *,
+        stage: str,
+        round_index: int,
+        model: str,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cached: bool = False,
+    ) -> None:
+        """Record one reply (from the API, or replayed from the cache when ``cached``)."""
+        with self._lock:
+            row = self._rows.setdefault((stage, round_index, model), UsageRow(stage, round_index, model))
+            if cached:
+                row.cached_requests += 1
+                return
+            row.requests += 1
+            row.prompt_tokens += int(prompt_tokens or 0)
+            row.completion_tokens += int(completion_tokens or 0)
+            price = price_for(model, self.prices)
+            if price is None:
+                row.priced = False
+            else:
+                row.cost_usd += (prompt_tokens or 0) * price[0] / 1e6 + (completion_tokens or 0) * price[1] / 1e6
+
+    def rows(self) -> list[UsageRow]:
+        with self._lock:
+            return [UsageRow(**asdict(row)) for _, row in sorted(self._rows.items())]
+
+    def total(self, *, stage: str | None = None, round_index: int | None = None) -> dict[str, Any]:
+        """Sums over all rows, or over one stage and/or round."""
+        rows = [
+            r
+            for r in self.rows()
+            if (stage is None or r.stage == stage) and (round_index is None or r.round_index == round_index)
+        ]
+        return {
+            "requests": sum(r.requests for r in rows),
+            "cached_requests": sum(r.cached_requests for r in rows),
+            "prompt_tokens": sum(r.prompt_tokens for r in rows),
+            "completion_tokens": sum(r.completion_tokens for r in rows),
+            "cost_usd": sum(r.cost_usd for r in rows),
+            "priced": all(r.priced for r in rows),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """``{"rows": [...], "by_stage": {...}, "by_round": {...}, "total": {...}}``."""
+        rows = self.rows()
+        return {
+            "rows": [asdict(r) for r in rows],
+            "by_stage": {s: self.total(stage=s) for s in sorted({r.stage for r in rows})},
+            "by_round": {str(k): self.total(round_index=k) for k in sorted({r.round_index for r in rows})},
+            "total": self.total(),
+        }
+
+    def format_table(self) -> str:
+        """A plain-text table, one line per (stage, round, model), and a total."""
+        header = f"{'stage':<14}{'round':>6} {'model':<24}{'calls':>7}{'cached':>8}{'prompt':>10}{'compl.':>9}{'cost $':>11}"
+        lines = [header, "-" * len(header)]
+        for r in self.rows():
+            cost = f"{r.cost_usd:.4f}" if r.priced else "n/a"
+            lines.append(
+                f"{r.stage:<14}{r.round_index:>6} {r.model[:23]:<24}{r.requests:>7}{r.cached_requests:>8}"
+                f"{r.prompt_tokens:>10}{r.completion_tokens:>9}{cost:>11}"
+            )
+        t = self.total()
+        lines.append(
+            f"{'total':<14}{'':>6} {'':<24}{t['requests']:>7}{t['cached_requests']:>8}{t['prompt_tokens']:>10}"
+            f"{t['completion_tokens']:>9}{t['cost_usd']:>11.4f}"
+        )
+        return "\n".join(lines)
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`summary` as JSON (atomically)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
