@@ -13,6 +13,8 @@ import yaml
 from .tasks import TaskSpec, get_task
 
 PARQUET_PATTERN = "{config}/train-*.parquet"
+GENERATED_START = "<!-- s3_hf:generated:start (this block is rewritten on every push; edit outside it) -->"
+GENERATED_END = "<!-- s3_hf:generated:end -->"
 
 
 def config_sort_key(config: str) -> tuple[int, int]:
@@ -82,6 +84,8 @@ def render_card(
     body = [
         f"# {title or f'S3 synthetic data: {spec.name}'}",
         "",
+        GENERATED_START,
+        "",
         f"Synthetic training data for **{spec.name}** ({spec.description}), written by an LLM with S3 "
         "(*Let's Synthesize Step by Step*, EMNLP 2023 Findings): a seed set, then rounds of error extrapolation "
         "from the mistakes a small model makes on real validation data.",
@@ -99,6 +103,7 @@ def render_card(
     ]
     for heading, text in (sections or {}).items():
         body += ["", f"## {heading}", "", text.strip()]
+    body += ["", GENERATED_END]
     return f"---\n{header}---\n\n" + "\n".join(body) + "\n"
 
 
@@ -111,3 +116,54 @@ def split_card(text: str) -> tuple[dict[str, Any], str]:
             body = text[end + 4 :].lstrip("\n")
             return (meta if isinstance(meta, dict) else {}), body
     return {}, text
+
+
+def _merge_metadata(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(old)
+    for key, value in new.items():
+        if key == "configs" and isinstance(old.get(key), list):
+            by_name = {c.get("config_name"): c for c in old[key] if isinstance(c, dict)}
+            if any(c.get("default") for c in value):
+                by_name = {n: {k: v for k, v in c.items() if k != "default"} for n, c in by_name.items()}
+            by_name.update({c["config_name"]: c for c in value})
+            merged[key] = [by_name[n] for n in sorted(by_name, key=lambda n: config_sort_key(str(n)))]
+        elif key == "s3_hf" and isinstance(old.get(key), dict):
+            rows = {**(old[key].get("rows") or {}), **(value.get("rows") or {})}
+            merged[key] = {**old[key], **value, "rows": {n: rows[n] for n in sorted(rows, key=config_sort_key)}}
+        elif key == "tags" and isinstance(old.get(key), list):
+            merged[key] = list(dict.fromkeys([*old[key], *value]))
+        else:
+            merged[key] = value
+    return merged
+
+
+def _generated_block(body: str) -> tuple[int, int] | None:
+    start = body.find(GENERATED_START)
+    end = body.find(GENERATED_END, start + 1) if start != -1 else -1
+    return (start, end + len(GENERATED_END)) if start != -1 and end != -1 else None
+
+
+def merge_card(existing: str, new: str) -> str:
+    """Merge a freshly rendered card (:func:`render_card`) into the card already on a repo.
+
+    The YAML metadata is merged key by key: ``configs`` by ``config_name`` (new entries win, old ones stay),
+    ``s3_hf`` and its ``rows`` updated, ``tags`` united, other keys from ``new`` replace, keys only in ``existing``
+    (``license``, ``pretty_name``, ...) stay. In the body, only the block between :data:`GENERATED_START` and
+    :data:`GENERATED_END` is replaced: the title and any prose the user wrote around it survive. A card without that
+    block (written by hand) is kept whole and the generated block is appended to it.
+    """
+    old_meta, old_body = split_card(existing)
+    new_meta, new_body = split_card(new)
+    meta = _merge_metadata(old_meta, new_meta)
+    new_span = _generated_block(new_body)
+    old_span = _generated_block(old_body)
+    if not old_body.strip() or new_span is None:
+        body = new_body if new_span is not None or not old_body.strip() else old_body
+    else:
+        block = new_body[new_span[0] : new_span[1]]
+        if old_span is not None:
+            body = old_body[: old_span[0]] + block + old_body[old_span[1] :]
+        else:
+            body = old_body.rstrip("\n") + "\n\n" + block + "\n"
+    header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=1000)
+    return f"---\n{header}---\n\n" + body
