@@ -1,0 +1,448 @@
+"""``MisclassificationCallback``: after every evaluation, the gold examples the small model got wrong.
+
+A drop-in :class:`~transformers.TrainerCallback` for any Trainer script, the heart of S3's feedback loop:
+
+```python
+from s3_hf.callback import MisclassificationCallback
+
+callback = MisclassificationCallback(task="rte", eval_dataset=raw_eval)   # raw_eval: canonical rows
+trainer = Trainer(model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok,
+                  compute_metrics=my_metrics, callbacks=[callback])    # or trainer.add_callback(callback)
+trainer.train()
+callback.errors            # datasets.Dataset of the latest evaluation's errors
+callback.history           # one Dataset per evaluation
+callback.best_errors       # with load_best_model_at_end: the errors of the chosen checkpoint
+```
+
+How it works (no second forward pass). In transformers 5, callbacks never see predictions, and with
+``compute_metrics=None`` the Trainer does not even gather logits. The callback therefore wraps
+``trainer.compute_metrics`` (an identity when the user has none): evaluation already hands that function every
+prediction, gathered across processes in dataset order with the distributed sampler's padding duplicates dropped.
+The wrapper calls the user's function unchanged, computes the errors from the same arrays, and adds summary metrics
+(``misclassified``, ``error_rate``, ``error_rate_<label>``, ``misclassified_<label>``; QA: ``squad_exact_match``,
+``squad_f1``) to the returned dict, so they land in the Trainer's log with the ``eval_`` prefix. ``on_evaluate`` then
+publishes the errors (every process holds them in memory) and the main process writes
+``<output_dir>/misclassified/step-<N>.jsonl`` atomically, in the task's S3 json record form plus extra keys
+(``predicted_label``, ``probabilities``, ``eval_index``, ``step``, ``epoch``; QA: ``predicted_answer``,
+``exact_match``, ``f1``...). ``predict()`` calls are ignored.
+
+The callback finds its Trainer on its own: at ``on_init_end`` when passed in ``callbacks=[...]``, and at the next
+event (``on_train_begin``, or the first evaluation step) when added with ``trainer.add_callback``. The one case that
+needs help: a Trainer built with ``compute_metrics=None`` that runs ``evaluate()`` before ``train()`` after an
+``add_callback`` — that first evaluation gathered no logits. Call :meth:`MisclassificationCallback.attach` (which
+also adds the callback) to bind it at once.
+
+Row alignment: row ``i`` of the Trainer's (tokenized) eval set must be row ``i`` of ``eval_dataset`` (for QA: every
+feature's ``example_id`` is an ``id`` of ``eval_dataset``). For classification the callback checks the Trainer's
+``label_ids`` against the raw gold labels and raises :class:`~s3_hf.errors.S3DataError` naming the first row that
+differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+from transformers import Trainer, TrainerCallback
+
+from .errors import S3ConfigError, S3DataError
+from .metrics import best_em_f1, classification_logits, flatten_batches, softmax
+from .qa import postprocess_predictions, qa_logits
+from .s3_json import write_s3_json
+from .tasks import TaskSpec, get_task
+
+logger = logging.getLogger(__name__)
+
+CLASSIFICATION_EXTRA = ("predicted_label", "probabilities", "eval_index", "step", "epoch")
+QA_EXTRA = ("predicted_answer", "predicted_start", "exact_match", "f1", "eval_index", "step", "epoch")
+
+
+@dataclass
+class ErrorReport:
+    """The errors of one evaluation.
+
+    Attributes:
+        step: ``state.global_step`` at the evaluation.
+        epoch: ``state.epoch`` at the evaluation (``None`` before training).
+        errors: the misclassified gold examples (canonical columns + the extra columns).
+        metrics: the summary metrics added to the Trainer's metrics (without the ``eval_`` prefix).
+        num_examples: size of the evaluated gold set.
+        path: the jsonl file written (main process only; ``None`` elsewhere or when writing is off).
+    """
+
+    step: int
+    epoch: float | None
+    errors: datasets.Dataset
+    metrics: dict[str, float]
+    num_examples: int
+    path: Path | None = None
+
+
+@dataclass
+class _Pending:
+    rows: dict[str, list]
+    features: datasets.Features
+    metrics: dict[str, float]
+    num_examples: int
+    step: int
+    epoch: float | None
+
+
+class _CapturingComputeMetrics:
+    """Stands in for ``trainer.compute_metrics``: runs the user's function, then records the errors."""
+
+    def __init__(self, callback: MisclassificationCallback, user_fn):
+        self.callback = callback
+        self.user_fn = user_fn
+
+    def __call__(self, eval_pred, **kwargs) -> dict[str, Any]:
+        metrics = dict(self.user_fn(eval_pred, **kwargs) or {}) if self.user_fn is not None else {}
+        for key, value in self.callback._capture(eval_pred).items():
+            if key in metrics:
+                logger.warning("MisclassificationCallback: compute_metrics already returns %r; kept the user's", key)
+                continue
+            metrics[key] = value
+        return metrics
+
+
+class MisclassificationCallback(TrainerCallback):
+    """Collect the gold examples the model gets wrong at every evaluation, with no extra forward pass.
+
+    Args:
+        task: a task name or :class:`~s3_hf.tasks.TaskSpec` (``"imdb"``, ``"rte"``, ``"qnli"``, ``"adqa"``...).
+        eval_dataset: the raw (canonical) gold eval set, row-aligned with the Trainer's eval set. ``None``: use the
+            Trainer's eval set itself (it must still hold the canonical columns; not for QA).
+        eval_features: QA only: the tokenized eval features with ``example_id`` and ``offset_mapping``, in the
+            Trainer's order (see :func:`s3_hf.qa.prepare_eval_features`). ``None``: the Trainer's eval set.
+        output_dir: folder of the ``step-<N>.jsonl`` files; default ``<args.output_dir>/misclassified``.
+        write_files: write a file per evaluation (main process only).
+        f1_threshold: QA: also count as an error a prediction with exact match 1 but F1 below this (0..1).
+            (Exact match 0 is always an error.)
+        n_best_size: QA post-processing: top starts/ends combined per feature.
+        max_answer_length: QA post-processing: longest answer in tokens.
+
+    Attributes:
+        reports: one :class:`ErrorReport` per evaluation.
+        errors: the latest evaluation's errors (``datasets.Dataset``) or ``None``.
+        history: the errors of every evaluation, oldest first.
+        best_errors: with ``load_best_model_at_end``: the errors of the checkpoint the Trainer chose.
+    """
+
+    def __init__(
+        self,
+        task: str | TaskSpec,
+        eval_dataset: datasets.Dataset | None = None,
+        *,
+        eval_features: datasets.Dataset | None = None,
+        output_dir: str | Path | None = None,
+        write_files: bool = True,
+        f1_threshold: float | None = None,
+        n_best_size: int = 20,
+        max_answer_length: int = 30,
+    ):
+        self.task = get_task(task)
+        if eval_dataset is not None and not isinstance(eval_dataset, datasets.Dataset):
+            raise S3ConfigError(f"eval_dataset must be a datasets.Dataset, got {type(eval_dataset).__name__}")
+        if f1_threshold is not None and not 0.0 <= f1_threshold <= 1.0:
+            raise S3ConfigError(f"f1_threshold must be within [0, 1], got {f1_threshold!r}")
+        if n_best_size < 1 or max_answer_length < 1:
+            raise S3ConfigError(
+                f"n_best_size and max_answer_length must be >= 1, got {n_best_size}, {max_answer_length}"
+            )
+        if eval_features is not None and not self.task.is_qa:
+            raise S3ConfigError(f"eval_features is for QA tasks; {self.task.name!r} is {self.task.kind}")
+        self.eval_dataset = eval_dataset
+        self.eval_features = eval_features
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.write_files = write_files
+        self.f1_threshold = f1_threshold
+        self.n_best_size = n_best_size
+        self.max_answer_length = max_answer_length
+        self.reports: list[ErrorReport] = []
+        self._trainer: Trainer | None = None
+        self._pending: _Pending | None = None
+        self._gold_cache: tuple[int, np.ndarray] | None = None
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------------ public results
+    @property
+    def errors(self) -> datasets.Dataset | None:
+        return self.reports[-1].errors if self.reports else None
+
+    @property
+    def history(self) -> list[datasets.Dataset]:
+        return [report.errors for report in self.reports]
+
+    @property
+    def best_errors(self) -> datasets.Dataset | None:
+        """Errors of the evaluation at ``state.best_global_step`` (the checkpoint ``load_best_model_at_end`` loads).
+
+        ``None`` when the Trainer tracked no best checkpoint. ``trainer.evaluate()`` after ``train()`` recomputes
+        the same errors on the loaded model (and adds a report).
+        """
+        best_step = getattr(self._trainer.state, "best_global_step", None) if self._trainer is not None else None
+        if best_step is None:
+            return None
+        for report in self.reports:
+            if report.step == best_step:
+                return report.errors
+        return None
+
+    # ------------------------------------------------------------------ binding
+    def attach(self, trainer: Trainer) -> MisclassificationCallback:
+        """Bind to ``trainer`` now (adding the callback to it if needed) and wrap its ``compute_metrics``."""
+        if not any(cb is self for cb in trainer.callback_handler.callbacks):
+            trainer.add_callback(self)
+        self._bind(trainer)
+        return self
+
+    def _bind(self, trainer: Trainer) -> None:
+        if trainer.args.batch_eval_metrics:
+            raise S3ConfigError(
+                "MisclassificationCallback needs every prediction at once; got batch_eval_metrics=True. "
+                "Set TrainingArguments(batch_eval_metrics=False)."
+            )
+        self._trainer = trainer
+        self._install()
+
+    def _install(self) -> None:
+        """(Re)wrap ``compute_metrics``: also after the user replaced it."""
+        current = self._trainer.compute_metrics
+        wrapper = current
+        while isinstance(wrapper, _CapturingComputeMetrics):
+            if wrapper.callback is self:
+                return
+            wrapper = wrapper.user_fn
+        self._trainer.compute_metrics = _CapturingComputeMetrics(self, current)
+
+    def _ensure_bound(self) -> None:
+        if self._trainer is not None:
+            self._install()
+            return
+        frame = sys._getframe(2)
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if isinstance(candidate, Trainer) and any(cb is self for cb in candidate.callback_handler.callbacks):
+                self._bind(candidate)
+                return
+            frame = frame.f_back
+
+    def on_init_end(self, args, state, control, **kwargs):
+        self._ensure_bound()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._ensure_bound()
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        self._ensure_bound()
+
+    def on_predict(self, args, state, control, metrics=None, **kwargs):
+        self._pending = None  # predict() on a test set: not an evaluation of the gold set
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self._ensure_bound()
+        pending, self._pending = self._pending, None
+        if pending is None:
+            self._warn_once(
+                "no-capture",
+                "MisclassificationCallback saw an evaluation without predictions (no labels in the eval set, an eval "
+                "set of another size, or compute_metrics=None before the callback could attach: use "
+                "MisclassificationCallback(...).attach(trainer)). No errors were collected for it.",
+            )
+            return
+        errors = datasets.Dataset.from_dict(pending.rows, features=pending.features)
+        report = ErrorReport(pending.step, pending.epoch, errors, pending.metrics, pending.num_examples)
+        if self.write_files and state.is_world_process_zero:
+            report.path = self._write(args, report)
+        self.reports.append(report)
+
+    # ------------------------------------------------------------------ capture
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
+
+    def _raw(self) -> datasets.Dataset:
+        raw = self.eval_dataset
+        if raw is None and self._trainer is not None and not self.task.is_qa:
+            raw = self._trainer.eval_dataset
+        if not isinstance(raw, datasets.Dataset):
+            raise S3ConfigError(
+                f"MisclassificationCallback({self.task.name!r}) needs eval_dataset= (the raw gold eval set); "
+                f"got {type(raw).__name__}"
+            )
+        missing = [c for c in self.task.columns if c not in raw.column_names]
+        if missing:
+            raise S3DataError(
+                f"the raw eval set lacks the {self.task.name} column(s) {missing}; it has {raw.column_names}",
+                file="<eval_dataset>",
+                field=missing[0],
+            )
+        return raw
+
+    def _gold_labels(self, raw: datasets.Dataset) -> np.ndarray:
+        key = id(raw)
+        if self._gold_cache is None or self._gold_cache[0] != key:
+            labels = []
+            for row, label in enumerate(raw["label"]):
+                try:
+                    labels.append(self.task.label_id(label))
+                except ValueError as err:
+                    raise S3DataError(str(err), file="<eval_dataset>", row=row + 1, field="label") from None
+            self._gold_cache = (key, np.asarray(labels, dtype=np.int64))
+        return self._gold_cache[1]
+
+    def _capture(self, eval_pred) -> dict[str, float]:
+        """Compute the errors of this evaluation from the Trainer's predictions; return the summary metrics."""
+        self._pending = None
+        if self._trainer is None:
+            return {}
+        raw = self._raw()
+        state = self._trainer.state
+        if self.task.is_qa:
+            built = self._capture_qa(eval_pred, raw)
+        else:
+            built = self._capture_classification(eval_pred, raw)
+        if built is None:
+            return {}
+        indices, extra, extra_features, metrics = built
+        rows = raw.select(indices).to_dict() if len(indices) else {c: [] for c in raw.column_names}
+        rows.update(extra)
+        rows["eval_index"] = [int(i) for i in indices]
+        rows["step"] = [int(state.global_step)] * len(indices)
+        rows["epoch"] = [None if state.epoch is None else float(state.epoch)] * len(indices)
+        features = datasets.Features(
+            {
+                **raw.features,
+                **extra_features,
+                "eval_index": datasets.Value("int64"),
+                "step": datasets.Value("int64"),
+                "epoch": datasets.Value("float64"),
+            }
+        )
+        self._pending = _Pending(rows, features, metrics, len(raw), int(state.global_step), state.epoch)
+        return metrics
+
+    def _capture_classification(self, eval_pred, raw: datasets.Dataset):
+        logits = classification_logits(eval_pred.predictions)
+        if len(logits) != len(raw):
+            self._warn_once(
+                "size",
+                f"MisclassificationCallback: {len(logits)} predictions for a raw eval set of {len(raw)} rows; "
+                "skipped (is this the gold eval set?)",
+            )
+            return None
+        gold = self._gold_labels(raw)
+        label_ids = flatten_batches(eval_pred.label_ids)
+        if isinstance(label_ids, tuple):
+            label_ids = label_ids[0]
+        if label_ids is not None:
+            label_ids = np.asarray(label_ids).reshape(-1)
+            differs = np.nonzero((label_ids != -100) & (label_ids != gold))[0]
+            if len(differs):
+                row = int(differs[0])
+                raise S3DataError(
+                    f"the Trainer's eval set has label {int(label_ids[row])} where the raw eval set has {int(gold[row])}:"
+                    " the tokenized eval set must be row-aligned with eval_dataset (same order, no filtering)",
+                    file="<eval_dataset>",
+                    row=row + 1,
+                    field="label",
+                )
+        if logits.ndim == 1:
+            predicted, probabilities = logits.astype(np.int64), None
+        else:
+            predicted, probabilities = logits.argmax(axis=-1), softmax(logits)
+        wrong = np.nonzero(predicted != gold)[0]
+        extra = {
+            "predicted_label": [int(p) for p in predicted[wrong]],
+            "probabilities": [] if probabilities is None else probabilities[wrong].astype(np.float32).tolist(),
+        }
+        if probabilities is None:
+            extra["probabilities"] = [None] * len(wrong)
+        extra_features = {
+            "predicted_label": datasets.ClassLabel(names=list(self.task.label_names)),
+            "probabilities": datasets.List(datasets.Value("float32")),
+        }
+        n = len(raw)
+        metrics: dict[str, float] = {"misclassified": float(len(wrong)), "error_rate": len(wrong) / n if n else 0.0}
+        for label, name in enumerate(self.task.label_names):
+            of_label = gold == label
+            wrong_of_label = int(np.count_nonzero(of_label & (predicted != gold)))
+            metrics[f"misclassified_{name}"] = float(wrong_of_label)
+            metrics[f"error_rate_{name}"] = wrong_of_label / int(of_label.sum()) if of_label.any() else 0.0
+        return wrong, extra, extra_features, metrics
+
+    def _features(self) -> datasets.Dataset:
+        features = self.eval_features
+        if features is None and self._trainer is not None:
+            features = self._trainer.eval_dataset
+        if not isinstance(features, datasets.Dataset) or not {"example_id", "offset_mapping"} <= set(
+            features.column_names
+        ):
+            raise S3ConfigError(
+                "MisclassificationCallback for QA needs the eval features with 'example_id' and 'offset_mapping' "
+                "(pass eval_features=, or give the Trainer the features from s3_hf.qa.prepare_eval_features)"
+            )
+        return features
+
+    def _capture_qa(self, eval_pred, raw: datasets.Dataset):
+        features = self._features()
+        start_logits, end_logits = qa_logits(eval_pred.predictions)
+        if len(start_logits) != len(features):
+            self._warn_once(
+                "size",
+                f"MisclassificationCallback: {len(start_logits)} QA predictions for {len(features)} eval features; "
+                "skipped (is this the gold eval set?)",
+            )
+            return None
+        answers = postprocess_predictions(
+            raw,
+            features,
+            start_logits,
+            end_logits,
+            n_best_size=self.n_best_size,
+            max_answer_length=self.max_answer_length,
+        )
+        wrong, texts, starts, ems, f1s = [], [], [], [], []
+        all_em, all_f1 = [], []
+        for index, (qid, gold) in enumerate(zip(raw["id"], raw["answers"])):
+            predicted = answers[str(qid)]
+            em, f1 = best_em_f1(predicted["text"], gold["text"])
+            all_em.append(em)
+            all_f1.append(f1)
+            if em == 0.0 or (self.f1_threshold is not None and f1 < self.f1_threshold):
+                wrong.append(index)
+                texts.append(predicted["text"])
+                starts.append(predicted["answer_start"])
+                ems.append(em)
+                f1s.append(f1)
+        n = len(raw)
+        extra = {"predicted_answer": texts, "predicted_start": starts, "exact_match": ems, "f1": f1s}
+        extra_features = {
+            "predicted_answer": datasets.Value("string"),
+            "predicted_start": datasets.Value("int64"),
+            "exact_match": datasets.Value("float64"),
+            "f1": datasets.Value("float64"),
+        }
+        metrics = {
+            "misclassified": float(len(wrong)),
+            "error_rate": len(wrong) / n if n else 0.0,
+            "squad_exact_match": 100 * float(np.mean(all_em)) if n else 0.0,
+            "squad_f1": 100 * float(np.mean(all_f1)) if n else 0.0,
+        }
+        return np.asarray(wrong, dtype=np.int64), extra, extra_features, metrics
+
+    # ------------------------------------------------------------------ output
+    def _write(self, args, report: ErrorReport) -> Path:
+        folder = self.output_dir if self.output_dir is not None else Path(args.output_dir) / "misclassified"
+        repeats = sum(1 for r in self.reports if r.step == report.step)
+        name = f"step-{report.step}.jsonl" if repeats == 0 else f"step-{report.step}-{repeats + 1}.jsonl"
+        extra = QA_EXTRA if self.task.is_qa else CLASSIFICATION_EXTRA
+        path = folder / name
+        write_s3_json(path, iter(report.errors), self.task, extra_fields=extra)
+        return path

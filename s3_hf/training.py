@@ -1,0 +1,202 @@
+"""The small-model recipe: tokenize a canonical dataset, pad dynamically, build a ready ``Trainer``.
+
+The S3 authors padded every example to 512 tokens; here examples are tokenized without padding
+(``truncation=True, max_length=task.max_length``) and :class:`~transformers.DataCollatorWithPadding` pads each batch
+to its own longest example; ``group_by_length=True`` additionally batches examples of similar length
+(``TrainingArguments(train_sampling_strategy="group_by_length")`` in transformers 5). ``benchmarks/padding.py``
+measures the difference. Extractive QA uses the strided features of :mod:`s3_hf.qa`.
+
+Example:
+
+```python
+>>> from transformers import TrainingArguments
+>>> from s3_hf.training import build_trainer
+>>> trainer = build_trainer("rte", "path/to/minilm", train_ds, eval_ds,
+...                         TrainingArguments("out", num_train_epochs=3, eval_strategy="epoch"))
+>>> trainer.train()
+>>> trainer.misclassification_callback.errors   # gold examples the model got wrong at the last evaluation
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import datasets
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    PreTrainedModel,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from .callback import MisclassificationCallback
+from .errors import S3ConfigError, S3DataError
+from .metrics import compute_metrics_for
+from .qa import prepare_eval_features, prepare_train_features
+from .tasks import TaskSpec, get_task
+
+DEFAULT_DOC_STRIDE = 128
+
+
+def _check_columns(spec: TaskSpec, dataset: datasets.Dataset, what: str) -> None:
+    missing = [c for c in spec.columns if c not in dataset.column_names]
+    if missing:
+        raise S3DataError(
+            f"the {what} set lacks the {spec.name} column(s) {missing}; it has {dataset.column_names}",
+            file=f"<{what}_dataset>",
+            field=missing[0],
+        )
+
+
+def tokenize_dataset(
+    task: str | TaskSpec,
+    dataset: datasets.Dataset,
+    tokenizer,
+    *,
+    split: str = "train",
+    max_length: int | None = None,
+    doc_stride: int = DEFAULT_DOC_STRIDE,
+) -> datasets.Dataset:
+    """Tokenize a canonical dataset for the small model, without padding.
+
+    Classification: ``tokenizer(*input fields, truncation=True, max_length=task.max_length)``; keeps ``label``, one
+    row per example (row ``i`` stays example ``i``). QA: strided features, :func:`s3_hf.qa.prepare_train_features`
+    (``split="train"``) or :func:`s3_hf.qa.prepare_eval_features` (any other split: keeps ``example_id`` and
+    ``offset_mapping`` for post-processing).
+
+    Args:
+        task: the task name or spec.
+        dataset: canonical examples (``task.columns``).
+        tokenizer: a fast tokenizer (QA needs offsets).
+        split: ``"train"`` or an evaluation split name.
+        max_length: token budget; default ``task.max_length``.
+        doc_stride: QA: overlap between the windows of one long context.
+    """
+    spec = get_task(task)
+    _check_columns(spec, dataset, split)
+    max_length = max_length or spec.max_length
+    if spec.is_qa:
+        if not getattr(tokenizer, "is_fast", False):
+            raise S3ConfigError(f"QA needs a fast tokenizer (offset mappings); got {type(tokenizer).__name__}")
+        function = prepare_train_features if split == "train" else prepare_eval_features
+        return dataset.map(
+            function,
+            batched=True,
+            remove_columns=dataset.column_names,
+            fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "doc_stride": doc_stride},
+            desc=f"Tokenizing {spec.name} {split}",
+        )
+    fields = spec.input_fields
+
+    def encode(batch: dict[str, list]) -> dict[str, Any]:
+        return tokenizer(*[batch[f] for f in fields], truncation=True, max_length=max_length)
+
+    return dataset.map(
+        encode,
+        batched=True,
+        remove_columns=[c for c in dataset.column_names if c != "label"],
+        desc=f"Tokenizing {spec.name} {split}",
+    )
+
+
+def load_small_model(task: str | TaskSpec, model_name_or_path: str | Path) -> PreTrainedModel:
+    """The small model for ``task`` with a fresh head: sequence classification (with label names) or QA."""
+    spec = get_task(task)
+    if spec.is_qa:
+        return AutoModelForQuestionAnswering.from_pretrained(model_name_or_path)
+    return AutoModelForSequenceClassification.from_pretrained(
+        model_name_or_path,
+        num_labels=spec.num_labels,
+        id2label=dict(enumerate(spec.label_names)),
+        label2id={name: i for i, name in enumerate(spec.label_names)},
+    )
+
+
+def build_trainer(
+    task: str | TaskSpec,
+    model_name_or_path: str | Path | PreTrainedModel,
+    train_dataset: datasets.Dataset | None,
+    eval_dataset: datasets.Dataset | None,
+    args: TrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+    compute_metrics: Callable | None = None,
+    *,
+    tokenizer=None,
+    collect_errors: bool = True,
+    group_by_length: bool = False,
+    max_length: int | None = None,
+    doc_stride: int = DEFAULT_DOC_STRIDE,
+    f1_threshold: float | None = None,
+) -> Trainer:
+    """A ready :class:`~transformers.Trainer` for ``task`` on canonical datasets, with dynamic padding.
+
+    Args:
+        task: the task name or spec.
+        model_name_or_path: a model folder/id (a fresh task head is added), or a model instance.
+        train_dataset / eval_dataset: canonical (untokenized) datasets; tokenized here.
+        args: the training arguments (``group_by_length=True`` switches its sampling strategy, on a copy).
+        callbacks: extra callbacks.
+        compute_metrics: default: accuracy, or SQuAD EM/F1 for QA (:func:`s3_hf.metrics.compute_metrics_for`).
+        tokenizer: default: the tokenizer saved with ``model_name_or_path``.
+        collect_errors: attach a :class:`~s3_hf.callback.MisclassificationCallback` on the raw ``eval_dataset``;
+            it is also available as ``trainer.misclassification_callback``.
+        group_by_length: batch training examples of similar length.
+        max_length: token budget; default ``task.max_length``.
+        doc_stride: QA window overlap.
+        f1_threshold: QA: see :class:`~s3_hf.callback.MisclassificationCallback`.
+    """
+    spec = get_task(task)
+    if not isinstance(args, TrainingArguments):
+        raise S3ConfigError(f"args must be a transformers.TrainingArguments, got {type(args).__name__}")
+    if isinstance(model_name_or_path, PreTrainedModel):
+        model = model_name_or_path
+        if tokenizer is None:
+            raise S3ConfigError("build_trainer needs tokenizer= when given a model instance")
+    else:
+        model = load_small_model(spec, model_name_or_path)
+        tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model_name_or_path)
+    if group_by_length and args.train_sampling_strategy != "group_by_length":
+        args = dataclasses.replace(args, train_sampling_strategy="group_by_length")
+    train_features = (
+        tokenize_dataset(spec, train_dataset, tokenizer, split="train", max_length=max_length, doc_stride=doc_stride)
+        if train_dataset is not None
+        else None
+    )
+    eval_features = (
+        tokenize_dataset(spec, eval_dataset, tokenizer, split="eval", max_length=max_length, doc_stride=doc_stride)
+        if eval_dataset is not None
+        else None
+    )
+    if compute_metrics is None and eval_dataset is not None:
+        compute_metrics = (
+            compute_metrics_for(spec, eval_examples=eval_dataset, eval_features=eval_features)
+            if spec.is_qa
+            else compute_metrics_for(spec)
+        )
+    callbacks = list(callbacks or [])
+    error_callback = None
+    if collect_errors and eval_dataset is not None:
+        error_callback = MisclassificationCallback(spec, eval_dataset, f1_threshold=f1_threshold)
+        callbacks.append(error_callback)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_features,
+        eval_dataset=eval_features,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+        callbacks=callbacks,
+    )
+    if error_callback is not None:
+        error_callback.attach(trainer)
+    trainer.misclassification_callback = error_callback
+    return trainer
