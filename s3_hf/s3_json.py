@@ -190,7 +190,7 @@ def iter_s3_json(path: str | Path, task: TaskSpec | str) -> Iterator[dict[str, A
                 field, reason = err.args if len(err.args) == 2 else (None, str(err))
                 raise S3DataError(reason, file=path, field=field, **{where: index + 1}) from None
         return
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines(): \x85 and U+2028 are text
         if not line.strip():
             continue
         try:
