@@ -117,9 +117,6 @@ class LLMConfig:
     chat_template: str = field(
         default="chatml", metadata=_help(f"template for prefill_mode='completions': {CHAT_TEMPLATES}")
     )
-    accept_truncated: bool = field(
-        default=False, metadata=_help("accept a repaired object from a reply cut off by max_tokens")
-    )
     cache_dir: str | None = field(default=None, metadata=_help("folder of the append-only response cache (None: off)"))
     prices: dict[str, tuple[float, float]] = field(
         default_factory=lambda: dict(DEFAULT_PRICES),
@@ -504,6 +501,7 @@ class LLMEngine:
                         else:
                             raise _CallFailed(f"api_error_{err.status_code}") from None
                     else:
+                        self.limiter.on_success()
                         return self._raw(response, endpoint_kind, reserved)
                     finally:
                         endpoint.in_flight -= 1
@@ -541,21 +539,20 @@ class LLMEngine:
         text = raw.get("text")
         if raw.get("refusal"):
             return None, REASON_REFUSAL
-        obj, reason = extract_json(text, prefill=prefill)
+        truncated = raw.get("finish_reason") == "length"
+        obj, reason = extract_json(text, prefill=prefill, truncated=truncated)
         if obj is None:
             if refusal_reason(text):
                 return None, REASON_REFUSAL
-            return None, REASON_TRUNCATED if raw.get("finish_reason") == "length" else reason
+            return None, REASON_TRUNCATED if truncated else reason
         if refusal_reason(text, obj):
             return None, REASON_REFUSAL
-        if raw.get("finish_reason") == "length" and not self.config.accept_truncated:
-            return None, REASON_TRUNCATED
         try:
             example, why = request.validate(obj)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-            return None, f"invalid_output: {type(err).__name__}: {err}"
-        if example is None:
-            return None, why or "invalid"
+            example, why = None, f"invalid_output: {type(err).__name__}: {err}"
+        if example is None:  # a cut-off reply that lost a needed field is "truncated", whatever the validator says
+            return None, REASON_TRUNCATED if truncated else (why or "invalid")
         return example, None
 
     async def _run_one(

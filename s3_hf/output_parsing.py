@@ -84,15 +84,18 @@ def _next_significant(text: str, pos: int) -> str:
     return text[pos] if pos < len(text) else ""
 
 
-def repair_json(text: str) -> str:
+def repair_json(text: str, *, drop_incomplete: bool = False) -> str:
     """Best-effort rewrite of almost-JSON into JSON.
 
     Converts single-quoted strings to double-quoted ones, escapes a double quote inside a string when what follows
     it cannot end a string (``He said "wow" twice``), drops trailing commas, escapes raw newlines inside strings,
-    and closes an unterminated string and any open brackets (a completion cut off by ``max_tokens``).
+    and closes an unterminated string and any open brackets. With ``drop_incomplete`` (a completion cut off by
+    ``max_tokens``) the unterminated last string is dropped with its key instead of being closed, so only values
+    the model finished survive.
     """
     out: list[str] = []
     stack: list[str] = []
+    item_start = 0  # where the last object member / array element began in ``out``
     in_string, quote, escaped = False, "", False
     pos = 0
     while pos < len(text):
@@ -125,6 +128,10 @@ def repair_json(text: str) -> str:
         elif char in "{[":
             stack.append("}" if char == "{" else "]")
             out.append(char)
+            item_start = len(out)
+        elif char == ",":
+            out.append(char)
+            item_start = len(out)
         elif char in "}]":
             while out and out[-1] in " \t\r\n":
                 out.pop()
@@ -138,6 +145,9 @@ def repair_json(text: str) -> str:
         else:
             out.append(char)
         pos += 1
+    if in_string and drop_incomplete and stack:
+        del out[item_start:]
+        in_string = False
     if in_string:
         if escaped:
             out.pop()
@@ -152,24 +162,28 @@ def repair_json(text: str) -> str:
     return "".join(out)
 
 
-def _loads_object(candidate: str) -> tuple[Any, bool]:
+def _loads_object(candidate: str, drop_incomplete: bool = False) -> tuple[Any, bool]:
     """``(value, ok)`` from strict JSON, then from :func:`repair_json`."""
     for attempt in (candidate, None):
         try:
-            source = attempt if attempt is not None else repair_json(candidate)
+            source = attempt if attempt is not None else repair_json(candidate, drop_incomplete=drop_incomplete)
             return json.loads(source), True
         except (json.JSONDecodeError, ValueError, RecursionError):
             continue
     return None, False
 
 
-def extract_json(text: str | None, *, prefill: str | None = None) -> tuple[dict | None, str | None]:
+def extract_json(
+    text: str | None, *, prefill: str | None = None, truncated: bool = False
+) -> tuple[dict | None, str | None]:
     """Parse the JSON object in an LLM completion.
 
     Args:
         text: the completion (for a prefilled assistant turn: what the model wrote after the prefill).
         prefill: the assistant-turn prefill the completion continues; the object is looked for in
             ``prefill + text`` first, then in ``text`` alone (servers that ignore the prefill).
+        truncated: the completion was cut off (``finish_reason == "length"``): an unfinished last value is dropped
+            rather than completed.
 
     Returns:
         ``(object, None)``, or ``(None, reason)`` with reason ``"empty_output"``, ``"unparseable"`` or
@@ -187,7 +201,7 @@ def extract_json(text: str | None, *, prefill: str | None = None) -> tuple[dict 
                 saw_non_object |= ok
                 continue
             whole = _balanced_object(body, start)
-            value, ok = _loads_object(whole if whole is not None else body[start:])
+            value, ok = _loads_object(whole if whole is not None else body[start:], truncated and whole is None)
             if ok and isinstance(value, dict):
                 return value, None
             saw_non_object |= ok

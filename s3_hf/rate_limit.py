@@ -1,7 +1,8 @@
 """Client-side request and token budgets (RPM/TPM) and a shared cool-down after 429s, for asyncio.
 
-Requests are spaced evenly (a token bucket holding one second of budget) rather than sent in a burst at the start
-of each minute, so a server enforcing the same limit over short windows is not tripped. Tokens are reserved from an
+Requests are spaced evenly (one request at a time at ``rpm / 60`` per second) rather than sent in a burst at the
+start of each minute, so a server enforcing the same limit over short windows is not tripped; tokens may burst
+``burst_s`` seconds of budget (at least 5 s, so one large request always fits eventually). Tokens are reserved from an
 estimate before a call and the difference is refunded from the real usage afterwards.
 
 Example:
@@ -16,14 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 
 
 class _Bucket:
     """A token bucket: ``rate`` units per second, holding at most ``capacity`` units."""
 
-    def __init__(self, per_minute: float, burst_s: float, clock=time.monotonic):
+    def __init__(self, per_minute: float, burst_s: float | None, clock=time.monotonic):
         self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate * burst_s)
+        self.capacity = 1.0 if burst_s is None else max(1.0, self.rate * burst_s)
         self.level = self.capacity
         self.clock = clock
         self.stamp = clock()
@@ -49,29 +51,47 @@ class _Bucket:
 
 
 class RateLimiter:
-    """RPM/TPM budgets plus a cool-down shared by every caller.
+    """RPM/TPM budgets plus a cool-down shared by every caller, and adaptive pacing once the server says 429.
+
+    After a 429 every caller pauses for the server's ``retry-after`` (one shared pause, not one retry per caller),
+    and requests are from then on paced at 80% of the rate observed over the last second, growing by about one
+    request/s per second of successes (additive increase, multiplicative decrease), so a server whose limit is
+    unknown is approached without a retry storm.
 
     Args:
         rpm: requests per minute (``None``: unlimited).
         tpm: tokens (prompt + completion) per minute (``None``: unlimited).
-        burst_s: how many seconds of budget may be spent at once (request bucket: at least one request).
+        burst_s: how many seconds of token budget may be spent at once (requests never burst).
     """
 
-    def __init__(self, rpm: int | None = None, tpm: int | None = None, *, burst_s: float = 1.0):
-        self.requests = _Bucket(rpm, burst_s) if rpm else None
+    def __init__(self, rpm: int | None = None, tpm: int | None = None, *, burst_s: float = 5.0):
+        self.requests = _Bucket(rpm, None) if rpm else None
         self.tokens = _Bucket(tpm, max(burst_s, 5.0)) if tpm else None
         self._lock: asyncio.Lock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._pause_until = 0.0
         self.cooldowns = 0
         self.waited_s = 0.0
+        self.adaptive_rps: float | None = None
+        self._next_send = 0.0
+        self._sent: deque[float] = deque()
 
     def cool_down(self, seconds: float) -> None:
-        """Pause every caller for ``seconds`` (after a 429); overlapping pauses do not stack."""
-        until = time.monotonic() + max(0.0, seconds)
+        """After a 429: pause every caller for ``seconds`` (overlapping pauses do not stack) and slow the pace."""
+        now = time.monotonic()
+        recent = sum(1 for t in self._sent if t > now - 1.0)
+        target = max(1.0, 0.8 * recent)
+        if self.adaptive_rps is None or target < self.adaptive_rps:
+            self.adaptive_rps = target
+        until = now + max(0.0, seconds)
         if until > self._pause_until:
             self._pause_until = until
             self.cooldowns += 1
+
+    def on_success(self) -> None:
+        """A call succeeded: let the adaptive pace grow by about one request/s per second."""
+        if self.adaptive_rps is not None:
+            self.adaptive_rps += 1.0 / self.adaptive_rps
 
     @property
     def paused_for(self) -> float:
@@ -85,6 +105,8 @@ class RateLimiter:
         async with self._lock:  # FIFO: callers are served in arrival order
             while True:
                 delay = self.paused_for
+                if self.adaptive_rps is not None:
+                    delay = max(delay, self._next_send - time.monotonic())
                 if self.requests is not None:
                     delay = max(delay, self.requests.wait_time(1))
                 if self.tokens is not None and tokens:
@@ -97,6 +119,12 @@ class RateLimiter:
                 self.requests.take(1)
             if self.tokens is not None and tokens:
                 self.tokens.take(tokens)
+            now = time.monotonic()
+            if self.adaptive_rps is not None:
+                self._next_send = max(now, self._next_send) + 1.0 / self.adaptive_rps
+            self._sent.append(now)
+            while self._sent and self._sent[0] < now - 1.0:
+                self._sent.popleft()
 
     def settle(self, *, reserved: int, used: int | None) -> None:
         """Refund (or charge) the difference between the reserved estimate and the real usage of a call."""

@@ -114,6 +114,11 @@ class _TokenBucket:
             return (1.0 - self.level) / self.rps
 
 
+class _LoopbackHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # listen() backlog: the default 5 drops bursts of new connections (1 s SYN retry)
+
+
 class FakeOpenAIServer:
     """An OpenAI-compatible HTTP server on 127.0.0.1 for tests and benchmarks.
 
@@ -128,6 +133,7 @@ class FakeOpenAIServer:
         faults: a :class:`FaultPlan` or ``(call_index, body) -> fault name | None``.
         retry_after_s: the ``retry-after`` a 429 fault sends.
         hang_s: how long a ``"timeout"`` fault stalls.
+        reject_response_format: answer 400 to any request with ``response_format`` (a server without JSON mode).
         port: port to bind (0: a free one).
     """
 
@@ -142,6 +148,7 @@ class FakeOpenAIServer:
         faults: Callable[[int, dict[str, Any]], str | None] | None = None,
         retry_after_s: float = 0.1,
         hang_s: float = 2.0,
+        reject_response_format: bool = False,
         port: int = 0,
     ):
         if over_capacity not in ("queue", "reject"):
@@ -153,6 +160,7 @@ class FakeOpenAIServer:
         self.faults = faults
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
+        self.reject_response_format = reject_response_format
         self._slots = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
         self._bucket = _TokenBucket(rps) if rps else None
         self._lock = threading.Lock()
@@ -164,9 +172,7 @@ class FakeOpenAIServer:
         self._ok_by_digest: Counter[str] = Counter()
         self.log: list[dict[str, Any]] = []
         self._ok_times: list[float] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._httpd.request_queue_size = 256
+        self._httpd = _LoopbackHTTPServer(("127.0.0.1", port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -282,7 +288,7 @@ class FakeOpenAIServer:
             if outcome == "ok":
                 self._ok_by_digest[digest] += 1
                 self._ok_times.append(time.monotonic())
-            self.log.append({"digest": digest, "outcome": outcome, "user": last_user_text(body)[:300]})
+            self.log.append({"digest": digest, "outcome": outcome, "user": last_user_text(body)[:300], "body": body})
 
     def _reject_429(self, handler, digest: str, body: dict[str, Any], retry_after: float, outcome: str) -> None:
         self._record(digest, outcome, body)
@@ -298,6 +304,12 @@ class FakeOpenAIServer:
             call_index = self._calls
             self._calls += 1
             self._by_digest[digest] += 1
+        if self.reject_response_format and "response_format" in body:
+            self._record(digest, "rejected_format", body)
+            handler._send(
+                400, {"error": {"message": "response_format is not supported", "type": "invalid_request_error"}}
+            )
+            return
         # rate cap
         if self._bucket is not None:
             wait = self._bucket.try_take()

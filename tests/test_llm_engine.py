@@ -1,0 +1,311 @@
+"""LLMEngine end to end with the real ``openai`` client against the loopback OpenAI server (faults included)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from s3_hf.errors import S3ConfigError
+from s3_hf.llm_engine import GenerationRequest, LLMConfig, LLMEngine, render_chatml
+from s3_hf.response_cache import CACHE_FILE, ResponseCache
+from s3_hf.testing import FakeOpenAIServer, FaultPlan
+from s3_hf.testing.openai_server import last_user_text
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "sk-test-DO-NOT-STORE-0123456789"
+
+
+def validate(obj):
+    if obj.get("label") != "positive":
+        return None, "wrong_label: got " + repr(obj.get("label"))
+    text = obj.get("text")
+    if not isinstance(text, str) or len(text) < 5:
+        return None, "empty_text"
+    return {"text": text, "label": 1}, None
+
+
+def make_requests(n: int, **kwargs) -> list[GenerationRequest]:
+    return [
+        GenerationRequest(
+            messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": f"item {i}"}],
+            validate=validate,
+            key={"task": "imdb", "prompt_version": "1", "item": i},
+            meta={"item": i},
+            **kwargs,
+        )
+        for i in range(n)
+    ]
+
+
+def config(server: FakeOpenAIServer, tmp_path: Path | None = None, **overrides) -> LLMConfig:
+    values = dict(
+        base_url=server.url,
+        model="gpt-4o-mini",
+        api_key_env="S3_TEST_LLM_KEY",
+        timeout_s=1.0,
+        backoff_s=0.02,
+        progress=False,
+        cache_dir=str(tmp_path / "cache") if tmp_path else None,
+    )
+    values.update(overrides)
+    return LLMConfig(**values)
+
+
+@pytest.fixture(autouse=True)
+def fake_key(monkeypatch):
+    monkeypatch.setenv("S3_TEST_LLM_KEY", SECRET)
+
+
+def test_config_validation_names_the_bad_value():
+    with pytest.raises(S3ConfigError, match="max_concurrency.*0"):
+        LLMConfig(max_concurrency=0)
+    with pytest.raises(S3ConfigError, match="json_mode.*'yaml'"):
+        LLMConfig(json_mode="yaml")
+    with pytest.raises(S3ConfigError, match="variable"):
+        LLMConfig(api_key_env="sk-abc123")
+    with pytest.raises(S3ConfigError, match="base_url"):
+        LLMConfig(base_url="localhost:8000")
+    with pytest.raises(S3ConfigError, match="local_model"):
+        LLMConfig(local_model="llama-70b")
+
+
+def test_generate_in_order_with_schema_seed_usage_and_no_key_stored(tmp_path):
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+    with FakeOpenAIServer(latency_s=0.01) as server, LLMEngine(config(server, tmp_path, seed=7)) as engine:
+        results = engine.generate(make_requests(12, json_schema=schema), stage="seed", round_index=0)
+        assert [r.request.meta["item"] for r in results] == list(range(12))
+        assert all(r.accepted and r.attempts == 1 and r.reason is None for r in results)
+        bodies = [entry["body"] for entry in server.log]
+        assert all(b["response_format"]["type"] == "json_schema" for b in bodies)
+        assert all(b["response_format"]["json_schema"]["schema"] == schema for b in bodies)
+        assert len({b["seed"] for b in bodies}) == 12  # a distinct, reproducible seed per request
+        assert engine.report.as_dict()["requested"] == 12 and engine.report.accepted == 12
+        total = engine.usage.total(stage="seed", round_index=0)
+        assert total["requests"] == 12 and total["prompt_tokens"] > 0 and total["cost_usd"] > 0
+        assert "gpt-4o-mini" in engine.summary()
+    assert SECRET not in (tmp_path / "cache" / CACHE_FILE).read_text()
+
+
+def test_every_fault_kind_run_completes_counts_add_up_and_cache_is_clean(tmp_path):
+    rates = {
+        "429": 0.06,
+        "500": 0.05,
+        "503": 0.05,
+        "timeout": 0.03,
+        "drop": 0.05,
+        "truncated_json": 0.06,
+        "wrong_label": 0.08,
+        "refusal": 0.06,
+    }
+    n = 80
+    with FakeOpenAIServer(latency_s=0.005, faults=FaultPlan(rates, seed=3), hang_s=1.5, retry_after_s=0.05) as server:
+        cfg = config(server, tmp_path, timeout_s=1.0, max_concurrency=8)
+        with LLMEngine(cfg) as engine:
+            results = engine.generate(make_requests(n), stage="seed")
+        report = engine.report
+        stats = server.stats()
+        counts = stats["counts"]
+        assert report.requested == n == len(results)
+        assert report.consistent and report.accepted == sum(r.accepted for r in results)
+        assert sum(report.rejected.values()) == sum(not r.accepted for r in results)
+        assert set(report.rejected) <= {"wrong_label", "refusal", "truncated", "api_error_timeout"}
+        # every injected fault was seen and handled
+        for fault in rates:
+            assert counts.get(fault, 0) > 0, fault
+        assert report.transport_errors["429"] == counts["429"]
+        assert report.transport_errors["connection"] == counts["drop"]
+        # on a loaded machine a slow answer may time out too: it is retried like an injected stall
+        slow = report.transport_errors["timeout"] - counts["timeout"]
+        assert slow >= 0
+        assert report.transport_errors["500"] == counts["500"] and report.transport_errors["503"] == counts["503"]
+        semantic = {"wrong_label": counts["wrong_label"], "refusal": counts["refusal"]}
+        if not slow:
+            assert report.attempt_rejections["wrong_label"] == semantic["wrong_label"]
+            assert report.attempt_rejections["refusal"] == semantic["refusal"]
+            assert report.attempt_rejections["truncated"] == counts["truncated_json"]
+        # the cache holds exactly the 200 responses received (complete, hash-verified), never an error
+        answered = sum(counts.get(k, 0) for k in ("ok", "truncated_json", "wrong_label", "refusal")) - slow
+        assert report.api_calls == answered
+        lines = (tmp_path / "cache" / CACHE_FILE).read_text().splitlines()
+        assert len(lines) == answered == len(ResponseCache(tmp_path / "cache"))
+        for result in results:
+            assert result.attempts == len(result.reasons) + result.accepted
+        # a second engine on the same cache replays everything: no new call, same outcome
+        calls = stats["calls"]
+        with LLMEngine(cfg) as again:
+            replay = again.generate(make_requests(n), stage="seed")
+        assert server.stats()["calls"] == calls
+        assert [r.example for r in replay] == [r.example for r in results]
+        assert again.report.cache_hits == answered and again.report.api_calls == 0
+        assert again.usage.total()["cached_requests"] == answered
+
+
+def test_invalid_outputs_retried_then_dropped_with_reason():
+    def responder(body):
+        item = last_user_text(body)
+        label = "negative" if item == "item 0" else "positive"
+        return json.dumps({"text": f"A review for {item}.", "label": label})
+
+    with FakeOpenAIServer(responder=responder) as server, LLMEngine(config(server)) as engine:
+        results = engine.generate(make_requests(3, max_attempts=3), stage="seed")
+    assert results[0].example is None and results[0].reason == "wrong_label"
+    assert results[0].attempts == 3 and results[0].reasons == ["wrong_label"] * 3
+    assert results[1].accepted and results[2].accepted
+    assert engine.report.rejected == {"wrong_label": 1} and server.stats()["calls"] == 5
+
+
+def test_shared_cooldown_after_429_instead_of_a_retry_storm():
+    n = 30
+    # the server accepts 25 requests/s and answers 429 + retry-after above that
+    with FakeOpenAIServer(rps=25, over_capacity="reject", latency_s=0.005) as server:
+        with LLMEngine(config(server, max_concurrency=16, max_retries=20)) as engine:
+            start = time.monotonic()
+            results = engine.generate(make_requests(n), stage="seed")
+            elapsed = time.monotonic() - start
+        rejected = server.stats()["counts"].get("rejected_rate", 0)
+        assert all(r.accepted for r in results)
+        assert engine.limiter.cooldowns >= 1
+        assert rejected < n  # 16 workers retrying on their own would produce several 429s per request
+        assert elapsed > (n - 1) / 25 * 0.8  # the cap was respected
+        server.reset_stats()
+        # with the budget configured client-side, the server never has to refuse
+        with LLMEngine(config(server, max_concurrency=16, rpm=25 * 60 - 60)) as engine:
+            engine.generate(make_requests(n), stage="seed")
+        assert server.stats()["counts"].get("rejected_rate", 0) <= 1
+
+
+def test_json_mode_falls_back_when_the_server_rejects_response_format():
+    with FakeOpenAIServer(reject_response_format=True) as server, LLMEngine(config(server)) as engine:
+        results = engine.generate(make_requests(6), stage="seed")
+    assert all(r.accepted and r.attempts == 1 for r in results)
+    outcomes = [entry["outcome"] for entry in server.log]
+    assert outcomes.count("rejected_format") >= 1 and outcomes.count("ok") == 6
+    assert engine._json_mode == "off"
+
+
+@pytest.mark.parametrize("mode", ["completions", "continue", "inline"])
+def test_prefill_modes(mode):
+    prefill = '{"text": "'
+    with FakeOpenAIServer() as server, LLMEngine(config(server, prefill_mode=mode)) as engine:
+        results = engine.generate(make_requests(2, prefill=prefill), stage="seed")
+        body = server.log[0]["body"]
+    assert all(r.accepted for r in results)
+    if mode == "completions":
+        assert body["prompt"] == render_chatml(
+            [{"role": "system", "content": "sys"}, {"role": "user", "content": "item 0"}], prefill
+        ) or body["prompt"].endswith('item 1<|im_end|>\n<|im_start|>assistant\n{"text": "')
+        assert body["stop"] == ["<|im_end|>"]
+        assert not results[0].text.startswith("{")  # the reply continued the prefill
+    elif mode == "continue":
+        assert body["messages"][-1] == {"role": "assistant", "content": prefill}
+        assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    else:
+        assert body["messages"][-1]["role"] == "user"
+
+
+def test_changed_prompt_invalidates_only_what_it_changes(tmp_path):
+    with FakeOpenAIServer() as server:
+        cfg = config(server, tmp_path)
+        with LLMEngine(cfg) as engine:
+            engine.generate(make_requests(5), stage="seed")
+        assert server.stats()["calls"] == 5
+        changed = make_requests(5)
+        changed[2].messages[-1]["content"] = "item 2, reworded"
+        with LLMEngine(cfg) as engine:
+            results = engine.generate(changed, stage="seed")
+        assert server.stats()["calls"] == 6 and engine.report.cache_hits == 4
+        assert all(r.accepted for r in results)
+
+
+def test_dedup_drops_and_retries_duplicates():
+    from s3_hf.dedup import Deduplicator
+
+    def same_text(body):
+        return json.dumps({"text": "Always the very same review text.", "label": "positive"})
+
+    with FakeOpenAIServer(responder=same_text) as server, LLMEngine(config(server, max_concurrency=1)) as engine:
+        results = engine.generate(make_requests(3, max_attempts=2), stage="seed", dedup=Deduplicator("text"))
+    assert [r.accepted for r in results] == [True, False, False]
+    assert results[1].reason == "duplicate" and results[1].attempts == 2
+    assert engine.report.rejected == {"duplicate": 2} and server.stats()["calls"] == 5
+
+
+def test_generate_works_inside_a_running_event_loop():
+    import asyncio
+
+    async def inside():
+        with FakeOpenAIServer() as server, LLMEngine(config(server)) as engine:
+            return engine.generate(make_requests(2), stage="seed")
+
+    assert all(r.accepted for r in asyncio.run(inside()))
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    from s3_hf.llm_engine import GenerationRequest, LLMConfig, LLMEngine
+
+    url, cache_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    requests = [
+        GenerationRequest(
+            messages=[{"role": "user", "content": f"item {i}"}],
+            validate=lambda obj: (obj, None),
+            key={"item": i},
+        )
+        for i in range(n)
+    ]
+    config = LLMConfig(base_url=url, model="m", cache_dir=cache_dir, max_concurrency=4, progress=False)
+    with LLMEngine(config) as engine:
+        results = engine.generate(requests, stage="seed")
+    print("done", sum(r.accepted for r in results))
+    """
+)
+
+
+def _items(texts) -> set[str]:
+    return {t for t in texts if t.startswith("item ")}
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_restart_repeats_no_completed_call(tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    cache_dir = tmp_path / "cache"
+    n = 60
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    with FakeOpenAIServer(latency_s=0.1) as server:
+        child = subprocess.Popen([sys.executable, str(script), server.url, str(cache_dir), str(n)], env=env)
+        deadline = time.monotonic() + 60
+        while server.stats()["ok"] < 15 and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        assert child.returncode == -signal.SIGKILL
+        served_before = server.stats()["ok"]
+        assert 15 <= served_before < n
+
+        cache = ResponseCache(cache_dir)
+        done = _items(last_user_text(r["request"]["payload"]) for r in cache.records())
+        assert 11 <= len(done) <= served_before  # in-flight answers may be lost, completed ones are not
+        assert len(cache) == len(done)
+        server.reset_stats()
+
+        restarted = subprocess.run(
+            [sys.executable, str(script), server.url, str(cache_dir), str(n)], env=env, capture_output=True, text=True
+        )
+        assert restarted.returncode == 0, restarted.stderr
+        assert restarted.stdout.strip() == f"done {n}"
+        called_again = _items(entry["user"] for entry in server.log)
+        assert not (called_again & done)  # no completed call repeated
+        assert len(called_again) == server.stats()["calls"] == n - len(done)
+    final = ResponseCache(cache_dir)
+    assert len(final) == n and final.skipped_lines == 0
+    assert len((cache_dir / CACHE_FILE).read_text().splitlines()) == n
