@@ -236,6 +236,8 @@ class S3Config:
             "rpm",
             "tpm",
             "local_replicas",
+            "base_url",
+            "api_key_env",
         }
         payload = {k: v for k, v in self.to_dict().items() if k not in ignore}
         payload["task_fingerprint"] = self.spec.fingerprint()

@@ -1,0 +1,353 @@
+"""S3Pipeline and ``s3-hf run``: config from flags and YAML, the 2-round loop pushed to a loopback Hub, resume.
+
+The end-to-end tests use the loopback OpenAI server (canned, valid answers), a random 2-layer BERT and the loopback
+Hub server from ``conftest.py``; one separate test runs the real SmolLM2 through llama.cpp when it is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from s3_hf.errors import S3ConfigError  # noqa: E402
+from s3_hf.pipeline import S3Config, config_from_args  # noqa: E402
+
+POSITIVE = ("wonderful", "brilliant", "moving", "superb", "delightful", "charming", "gripping", "beautiful")
+NEGATIVE = ("boring", "awful", "dull", "terrible", "clumsy", "tedious", "lifeless", "dreadful")
+
+
+def imdb_responder(body: dict) -> str:
+    """Valid JSON for every S3 prompt of the imdb task, distinct per prompt."""
+    from s3_hf.testing.openai_server import last_user_text
+
+    text = last_user_text(body)
+    h = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+    if "reasons why" in text:
+        words = POSITIVE if "could be positive" in text else NEGATIVE
+        return json.dumps({"rationales": [f"{w} {h % 1000} scenes" for w in words[:4]]})
+    head = text.split("<data>")[0]
+    positive = "label is positive" in head or "a positive" in head.lower() or "is positive" in head
+    words = POSITIVE if positive else NEGATIVE
+    picks = [words[(h >> (3 * i)) % len(words)] for i in range(4)]
+    return json.dumps({"text": f"The film {h} was {picks[0]} and {picks[1]}; a {picks[2]}, {picks[3]} story."})
+
+
+# ---------------------------------------------------------------------- config
+def test_config_validation_names_the_bad_value():
+    with pytest.raises(S3ConfigError, match="seed_size.*-3"):
+        S3Config(seed_size=-3)
+    with pytest.raises(S3ConfigError, match="method.*'gold'"):
+        S3Config(method=["s3", "gold"])
+    with pytest.raises(S3ConfigError, match="unknown task 'nope'"):
+        S3Config(task="nope")
+    with pytest.raises(S3ConfigError, match="stop_after.*'round_9.data'"):
+        S3Config(rounds=2, stop_after="round_9.data")
+    with pytest.raises(S3ConfigError, match="push_to_hub.*'no-slash'"):
+        S3Config(push_to_hub="no-slash")
+    with pytest.raises(S3ConfigError, match="LLMConfig.base_url"):
+        S3Config(base_url="ftp://x")
+    assert S3Config(method="s3,zerogen").method == ["s3", "zerogen"]
+
+
+def test_config_from_flags_and_yaml_same_fields(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("task: rte\nrounds: 3\nseed_size: 40\nmethod: [s3, zerogen]\nmax_errors_per_round: 10\n")
+    config = config_from_args(["--config", str(path), "--seed-size", "24", "--push-to-hub", "me/rte-s3"])
+    assert (config.task, config.rounds, config.seed_size) == ("rte", 3, 24)  # the flag overrides the file
+    assert config.method == ["s3", "zerogen"] and config.max_errors_per_round == 10
+    assert config.push_to_hub == "me/rte-s3"
+    flags = config_from_args(
+        [
+            "--task",
+            "rte",
+            "--rounds",
+            "3",
+            "--seed_size",
+            "24",
+            "--method",
+            "s3",
+            "zerogen",
+            "--max-errors-per-round",
+            "10",
+            "--push-to-hub",
+            "me/rte-s3",
+        ]
+    )
+    assert flags == config
+    assert config_from_args([]) == S3Config()  # the embedded defaults
+    # every field has a help text
+    import dataclasses
+
+    assert all(f.metadata.get("help") for f in dataclasses.fields(S3Config))
+
+
+def test_config_yaml_errors_name_file_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: imdb\nseed_sise: 3\n")
+    with pytest.raises(S3ConfigError, match=r"bad.yaml: unknown field\(s\) \['seed_sise'\]"):
+        config_from_args(["--config", str(bad)])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("task: [imdb\n")
+    with pytest.raises(S3ConfigError, match="broken.yaml line"):
+        config_from_args(["--config", str(broken)])
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("rounds: -1\n")
+    with pytest.raises(S3ConfigError, match="rounds.*-1"):
+        config_from_args(["--config", str(wrong)])
+
+
+def test_run_config_json_holds_no_secret(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-value-123")
+    data = json.dumps(S3Config(base_url="http://127.0.0.1:1/v1", model="gpt-4o-mini").to_dict())
+    assert "sk-secret" not in data and '"api_key_env": "OPENAI_API_KEY"' in data
+
+
+# ---------------------------------------------------------------------- the loop, end to end
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    import tiny_setup
+
+    return str(tiny_setup.make_models(tmp_path_factory.mktemp("pipeline_models"))["cls"])
+
+
+def _config(tmp_path, server_url, tiny_model, **overrides) -> S3Config:
+    values = dict(
+        task="imdb",
+        rounds=2,
+        output_dir=str(tmp_path / "run"),
+        base_url=server_url,
+        model="fake-llm",
+        small_model=tiny_model,
+        seed_size=12,
+        rationales_per_label=4,
+        rationales_per_request=4,
+        validation_size=24,
+        test_size=30,
+        max_errors_per_round=6,
+        epochs=1.0,
+        batch_size=8,
+        max_concurrency=4,
+    )
+    values.update(overrides)
+    return S3Config(**values)
+
+
+@pytest.mark.slow
+def test_two_rounds_pushed_to_hub_with_kill_and_resume(tmp_path, monkeypatch, hub_server, hub_repo_id, tiny_model):
+    from datasets import load_dataset
+    from huggingface_hub import HfApi, hf_hub_download
+
+    import s3_hf.training
+    from s3_hf.pipeline import S3Pipeline
+    from s3_hf.s3_json import read_s3_json
+    from s3_hf.testing.openai_server import FakeOpenAIServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    trained: list[int] = []
+    real_build = s3_hf.training.build_trainer
+
+    def counting_build(task, model, train, *args, **kwargs):
+        trained.append(len(train))
+        return real_build(task, model, train, *args, **kwargs)
+
+    monkeypatch.setattr(s3_hf.training, "build_trainer", counting_build)
+
+    with FakeOpenAIServer(responder=imdb_responder) as server:
+        # run 1: stops after the round-1 data stage (as if killed there)
+        config = _config(tmp_path, server.url, tiny_model, push_to_hub=hub_repo_id, stop_after="round_1.data")
+        results = S3Pipeline(config).run()
+        assert results["stopped_after"] == "round_1.data"
+        state = results["state"]
+        assert state["done"] == ["round_0.data", "round_0.train", "round_0.publish", "round_1.data"]
+        assert len(trained) == 1
+        calls_run1 = server.stats()["calls"]
+        assert calls_run1 > 0
+
+        # run 2: crashes while publishing round 1 (after round 1 was trained)
+        original_push = S3Pipeline._push
+
+        def crashing_push(self, folder, k, config_name):
+            if k == 1:
+                raise RuntimeError("simulated crash during the round-1 push")
+            return original_push(self, folder, k, config_name)
+
+        monkeypatch.setattr(S3Pipeline, "_push", crashing_push)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            S3Pipeline(_config(tmp_path, server.url, tiny_model, push_to_hub=hub_repo_id)).run()
+        assert len(trained) == 2
+        assert server.stats()["calls"] == calls_run1  # round 1's data came from disk: no LLM call at all
+        monkeypatch.setattr(S3Pipeline, "_push", original_push)
+
+        # run 3: resumes at round_1.publish; trains round 2 only; calls the LLM only for round 2's extrapolation
+        results = S3Pipeline(_config(tmp_path, server.url, tiny_model, push_to_hub=hub_repo_id)).run()
+        stats = server.stats()
+
+    state = results["state"]
+    assert state["done"][-3:] == ["round_2.data", "round_2.train", "round_2.publish"]
+    assert len(trained) == 3  # rounds 0, 1, 2: each trained exactly once across the three runs
+    rounds = state["s3"]["rounds"]
+    assert stats["calls"] - calls_run1 == rounds["2"]["usage"]["requests"] > 0
+    assert max(stats["calls_by_digest"].values()) == 1  # no request body was ever sent twice
+    out = Path(config.output_dir)
+    data = {
+        k: read_s3_json(out / "data" / name, "imdb")
+        for k, name in ((0, "seed.jsonl"), (1, "round_1.jsonl"), (2, "round_2.jsonl"))
+    }
+    assert trained == [len(data[0]), len(data[0]) + len(data[1]), len(data[0]) + len(data[1]) + len(data[2])]
+    for k in (1, 2):
+        info = rounds[str(k)]
+        assert info["errors_used"] == min(6, rounds[str(k - 1)]["errors"])
+        assert info["requested"] == info["errors_used"] == info["accepted"] + sum(info["rejected"].values())
+        assert info["new_rows"] == len(data[k])
+        # the gold label of each error is kept (label-balanced error sample)
+        errors = read_s3_json(out / "errors" / f"round_{k - 1}.jsonl", "imdb")
+        assert len(errors) == rounds[str(k - 1)]["errors"]
+    for k in (0, 1, 2):
+        assert 0.0 <= rounds[str(k)]["validation"] <= 1.0 and 0.0 <= rounds[str(k)]["test"] <= 1.0
+        assert rounds[str(k)]["train_rows"] == trained[k]
+
+    # the Hub repo: one commit per round, tagged, with configs seed/round_k/all as of each round
+    api = HfApi()
+    refs = api.list_repo_refs(hub_repo_id, repo_type="dataset")
+    tags = {t.name: t.target_commit for t in refs.tags}
+    assert set(tags) == {"round-0", "round-1", "round-2"}
+    commits = api.list_repo_commits(hub_repo_id, repo_type="dataset")
+    assert [tags["round-2"], tags["round-1"], tags["round-0"]] == [c.commit_id for c in commits[:3]]
+
+    def texts(config_name, revision):
+        return sorted(load_dataset(hub_repo_id, config_name, split="train", revision=revision)["text"])
+
+    assert texts("all", "round-0") == sorted(e["text"] for e in data[0])
+    assert texts("all", "round-1") == sorted(e["text"] for e in data[0] + data[1])
+    assert texts("all", "round-2") == sorted(e["text"] for e in data[0] + data[1] + data[2])
+    assert texts("round_1", "round-2") == sorted(e["text"] for e in data[1])
+    assert texts("seed", "round-2") == sorted(e["text"] for e in data[0])
+    round2 = load_dataset(hub_repo_id, "round_2", split="train", revision="round-2")
+    assert round2.features["label"].names == ["negative", "positive"]
+
+    card = Path(hf_hub_download(hub_repo_id, "README.md", repo_type="dataset", revision="round-2")).read_text()
+    assert "## S3 rounds" in card and "![accuracy per round](accuracy.png)" in card
+    for k, name in ((0, "seed"), (1, "1"), (2, "2")):
+        row = next(line for line in card.splitlines() if line.startswith(f"| {name} |"))
+        assert f"| {rounds[str(k)]['requested']} | {rounds[str(k)]['accepted']} |" in row
+        assert f"{rounds[str(k)]['test']:.3f}" in row
+    png = Path(hf_hub_download(hub_repo_id, "accuracy.png", repo_type="dataset", revision="round-2"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run_config = json.loads(
+        Path(hf_hub_download(hub_repo_id, "s3_run_config.json", repo_type="dataset", revision="round-2")).read_text()
+    )
+    assert run_config["seed_size"] == 12 and run_config["api_key_env"] == "OPENAI_API_KEY"
+    assert "sk-test-not-a-real-key" not in json.dumps(run_config)
+    # the round-1 card (as of tag round-1) has only two rounds in its table
+    card1 = Path(hf_hub_download(hub_repo_id, "README.md", repo_type="dataset", revision="round-1")).read_text()
+    assert "| 1 |" in card1 and "| 2 |" not in card1
+
+    # a fourth run has nothing left to do: no LLM call, no training, the same table
+    before = len(trained)
+    again = S3Pipeline(_config(tmp_path, "http://127.0.0.1:9/v1", tiny_model, push_to_hub=hub_repo_id)).run()
+    assert len(trained) == before and again["table"] == results["table"]
+
+
+@pytest.mark.slow
+def test_zerogen_matches_s3_size_and_reuses_seed_calls(tmp_path, tiny_model, capsys):
+    from s3_hf.pipeline import main
+    from s3_hf.s3_json import read_s3_json
+    from s3_hf.testing.openai_server import FakeOpenAIServer
+
+    os.environ.setdefault("OPENAI_API_KEY", "unused")
+    with FakeOpenAIServer(responder=imdb_responder) as server:
+        out = tmp_path / "run"
+        argv = [
+            "--task",
+            "imdb",
+            "--rounds",
+            "1",
+            "--output-dir",
+            str(out),
+            "--base-url",
+            server.url,
+            "--model",
+            "fake-llm",
+            "--small-model",
+            tiny_model,
+            "--seed-size",
+            "10",
+            "--rationales-per-label",
+            "4",
+            "--validation-size",
+            "20",
+            "--test-size",
+            "20",
+            "--max-errors-per-round",
+            "4",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--method",
+            "s3",
+            "zerogen",
+        ]
+        assert main(argv) == 0
+        stats = server.stats()
+    printed = capsys.readouterr().out
+    state = json.loads((out / "state.json").read_text())
+    s3_rows = sum(r["new_rows"] for r in state["s3"]["rounds"].values())
+    zerogen = read_s3_json(out / "zerogen" / "zerogen_train.jsonl", "imdb")
+    assert len(zerogen) == state["zerogen"]["target_rows"] == s3_rows
+    # zerogen's first seed_size requests are S3's seed requests: replayed from the cache, not sent again
+    assert max(stats["calls_by_digest"].values()) == 1
+    seed = read_s3_json(out / "data" / "seed.jsonl", "imdb")
+    assert [e["text"] for e in zerogen[: len(seed)]] == [e["text"] for e in seed]
+    # the local dataset folder is versioned with git, one tag per round
+    from s3_hf.hub import load_round
+
+    assert len(load_round(str(out / "dataset"), "all", revision="round-0")) == len(seed)
+    assert "| seed |" in printed and "| zerogen |" in printed and "| s3 (all rounds) |" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_one_round_with_real_smollm2(tmp_path, tiny_model):
+    from s3_hf.local_llm import llama_cpp_available
+
+    if not llama_cpp_available():
+        pytest.skip("llama-cpp-python is not installed")
+    from s3_hf.pipeline import S3Pipeline
+
+    config = S3Config(
+        task="imdb",
+        rounds=1,
+        output_dir=str(tmp_path / "run"),
+        local_model="smollm2",
+        small_model=tiny_model,
+        seed_size=6,
+        rationales_per_label=3,
+        rationales_per_request=3,
+        validation_size=16,
+        test_size=0,
+        max_errors_per_round=3,
+        max_tokens=96,
+        max_attempts=2,
+        epochs=1.0,
+        batch_size=8,
+        max_concurrency=1,
+    )
+    results = S3Pipeline(config).run()
+    rounds = results["state"]["s3"]["rounds"]
+    for k in ("0", "1"):
+        info = rounds[k]
+        assert info["requested"] == info["accepted"] + sum(info["rejected"].values())
+        assert info["usage"]["completion_tokens"] > 0
+    assert rounds["0"]["requested"] == 6 and rounds["1"]["requested"] == min(3, rounds["0"]["errors"])
+    assert rounds["0"]["accepted"] >= 1
+    assert (Path(config.output_dir) / "dataset" / "README.md").is_file()
