@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 HUB_PREFIX = "hf://datasets/"
 CARD = "README.md"
-GIT_IDENTITY = {"GIT_AUTHOR_NAME": "s3-hf", "GIT_AUTHOR_EMAIL": "s3-hf@localhost"}
+GIT_IDENTITY = {"name": "s3-hf", "email": "s3-hf@localhost"}
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 _T = TypeVar("_T")
 
@@ -197,6 +197,7 @@ class RoundPublisher:
         self.create = create
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
+        self._git_env: dict[str, str] | None = None
 
     def publish(
         self,
@@ -354,11 +355,20 @@ class RoundPublisher:
         )
 
     # ---- local git folder ----------------------------------------------------------------------------------
-    def _git(self, folder: Path, *args: str, check: bool = True, input: bytes | None = None) -> str:
-        env = {**os.environ, **{k: v for k, v in GIT_IDENTITY.items() if k not in os.environ}}
-        env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
-        env.setdefault("GIT_COMMITTER_EMAIL", env["GIT_AUTHOR_EMAIL"])
-        proc = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, env=env, input=input)
+    def _git(self, folder: Path, *args: str, check: bool = True) -> str:
+        """Run git in ``folder``; commits use the user's git identity, or ``s3-hf`` when none is configured."""
+        if self._git_env is None:
+            configured = subprocess.run(["git", "config", "--get", "user.email"], capture_output=True, cwd=folder)
+            self._git_env = dict(os.environ)
+            if not configured.stdout.strip():
+                for who in ("AUTHOR", "COMMITTER"):
+                    self._git_env.setdefault(f"GIT_{who}_NAME", GIT_IDENTITY["name"])
+                    self._git_env.setdefault(f"GIT_{who}_EMAIL", GIT_IDENTITY["email"])
+        proc = subprocess.run(
+            ["git", "-C", str(folder), "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false", *args],
+            capture_output=True,
+            env=self._git_env,
+        )
         if check and proc.returncode != 0:
             raise PublishError(f"git {' '.join(args)} failed in {folder}: {proc.stderr.decode(errors='replace')}")
         return proc.stdout.decode(errors="replace").strip()
