@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import time
 
 import pytest
 from conftest import HUB_TOKEN
@@ -107,8 +108,11 @@ def test_transient_commit_faults_are_retried_into_one_commit(hub_server, hub_rep
     target = f"hf://datasets/{hub_repo_id}"
     publish_round(target, "imdb", "seed", stage(tmp_path, "imdb", "seed"))
     before = commit_ids(hub_repo_id)
-    hub_server.fail_next("commit", "500", "429", "drop", retry_after=0)
-    result = publish_round(target, "imdb", "round_1", stage(tmp_path, "imdb", "round_1"), backoff_s=0.01)
+    hub_server.fail_next("commit", "500", "429", "drop", retry_after=1)
+    staged = stage(tmp_path, "imdb", "round_1")
+    started = time.monotonic()
+    result = publish_round(target, "imdb", "round_1", staged, backoff_s=0.01)
+    assert time.monotonic() - started >= 1.0  # the 429's Retry-After was honoured (backoff alone is ~0.07 s)
     assert hub_server.faults_injected == [("commit", "500"), ("commit", "429"), ("commit", "drop")]
     assert result.attempts == 4 and result.pushed
     assert commit_ids(hub_repo_id) == [result.commit, *before]
@@ -132,9 +136,12 @@ def test_lost_commit_response_does_not_commit_twice(hub_server, hub_repo_id, tmp
     publish_round(target, "imdb", "seed", stage(tmp_path, "imdb", "seed"))
     before = commit_ids(hub_repo_id)
     hub_server.fail_next("commit", "drop_after")  # the commit lands, its answer is lost
+    hub_server.fail_next("tag", "drop_after")  # so does the tag
     result = publish_round(target, "imdb", "round_1", stage(tmp_path, "imdb", "round_1"), backoff_s=0.01)
     after = commit_ids(hub_repo_id)
     assert len(after) == len(before) + 1 and result.commit == after[0] and result.pushed and result.attempts == 2
+    tags = {t.name: t.target_commit for t in HfApi().list_repo_refs(hub_repo_id, repo_type="dataset").tags}
+    assert tags["round-1"] == result.commit
 
 
 def test_half_finished_push_rerun_completes_without_duplicate_rows(hub_server, hub_repo_id, tmp_path):
