@@ -44,10 +44,12 @@ Not modelled: Xet storage (clients must run with ``HF_HUB_DISABLE_XET=1``), mult
 and ``create_pr``, ``refs/convert/parquet`` and the dataset viewer API, gated repos, organisations, discussions,
 search/listing (``/api/datasets?search=``), likes, spaces runtime, buckets, ``super-squash``, ``lfs-files``
 listing, ``.gitattributes`` / ``.gitignore`` rules (upload modes come from the rule above), ``expand=`` fields
-(``lastCommit`` / security are omitted). Repos live in memory for the life of the server.
+(``lastCommit`` / security are omitted), ``/api/agent-harnesses``. Any other route answers 404 ``not modelled``.
+Repos live in memory for the life of the server.
 
 Fault injection (seeded, deterministic): :meth:`HubServer.inject_faults` fails a share of the requests to some
-targets (``commit``, ``preupload``, ``lfs_batch``, ``lfs_upload``, ``lfs_verify``, ``tag``, ``create_repo``, ``read``)
+targets (``commit``, ``preupload``, ``lfs_batch``, ``lfs_upload``, ``lfs_verify``, ``tag``, ``create_repo``,
+``read`` = repo info, tree and resolve)
 with :data:`FAULTS`; :meth:`HubServer.fail_next` scripts exact faults. ``"drop"`` closes the connection without a
 response before the request takes effect, ``"drop_after"`` after it took effect (a lost response).
 """
