@@ -96,7 +96,10 @@ def _squad_rows(articles: list[dict[str, Any]]) -> dict[str, list]:
                 rows["context"].append(paragraph["context"])
                 rows["question"].append(qa["question"])
                 rows["answers"].append(
-                    {"text": [a["text"] for a in qa["answers"]], "answer_start": [a["answer_start"] for a in qa["answers"]]}
+                    {
+                        "text": [a["text"] for a in qa["answers"]],
+                        "answer_start": [a["answer_start"] for a in qa["answers"]],
+                    }
                 )
     return rows
 
@@ -185,6 +188,8 @@ def _canonical_rows(spec: TaskSpec, table: datasets.Dataset, origin: str) -> dat
             raise S3DataError(reason, file=origin, line=line, row=None if line else index + 1, field=field)
         if not spec.is_qa:
             row["label"] = spec.label_id(row["label"])
+    if not rows:
+        return datasets.Dataset.from_dict({c: [] for c in spec.columns}, features=spec.features)
     return datasets.Dataset.from_list(rows, features=spec.features)
 
 
@@ -217,7 +222,9 @@ def _load_hub(spec: TaskSpec, repo_id: str, name: str | None) -> datasets.Datase
     if name is None and spec.hub_gold.get("path") == repo_id:
         name = spec.hub_gold.get("name")
     loaded = datasets.load_dataset(repo_id, name)
-    return datasets.DatasetDict({split: _canonical_rows(spec, ds, f"{repo_id}:{split}") for split, ds in loaded.items()})
+    return datasets.DatasetDict(
+        {split: _canonical_rows(spec, ds, f"{repo_id}:{split}") for split, ds in loaded.items()}
+    )
 
 
 def load_gold(task: str | TaskSpec, source: str = "offline", *, name: str | None = None) -> datasets.DatasetDict:
@@ -285,7 +292,9 @@ def context_pool(task: str | TaskSpec, source: str = "offline", *, limit: int | 
                         raise S3DataError(f"invalid JSON: {err.msg}", file=path, line=lineno) from None
                     value = record.get("context", record.get("text")) if isinstance(record, dict) else None
                     if not isinstance(value, str) or not value.strip():
-                        raise S3DataError("needs a non-empty string 'context' (or 'text')", file=path, line=lineno, field="context")
+                        raise S3DataError(
+                            "needs a non-empty string 'context' (or 'text')", file=path, line=lineno, field="context"
+                        )
                     pool.append(value.strip())
                 else:
                     pool.append(line.strip())

@@ -50,3 +50,27 @@ def test_context_pools():
     rte = context_pool("rte", limit=50)
     assert len(rte) == 50 and all(20 <= len(c) <= 400 for c in rte)
     assert context_pool("rte", limit=5) == rte[:5]
+
+
+def test_gold_from_a_hub_dataset_id_maps_glue_columns(hub_server):
+    """`load_gold("rte", "<org>/glue")` through the real datasets client, against the loopback Hub."""
+    import datasets
+
+    glue = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(
+                {"sentence1": ["A man walks.", "It rains."], "sentence2": ["Someone walks.", "It is dry."],
+                 "label": [0, 1], "idx": [0, 1]}
+            ),
+            "test": datasets.Dataset.from_dict(
+                {"sentence1": ["A cat sleeps."], "sentence2": ["A cat rests."], "label": [-1], "idx": [0]}
+            ),
+        }
+    )
+    repo = "s3-tester/glue"
+    glue.push_to_hub(repo, config_name="rte")
+    gold = load_gold("rte", repo, name="rte")
+    assert gold["train"].column_names == ["premise", "hypothesis", "label"]
+    assert gold["train"]["label"] == [0, 1]
+    assert gold["train"].features["label"].names == ["entailment", "not_entailment"]
+    assert gold["test"].num_rows == 0  # GLUE test labels are hidden (-1): unlabelled rows are dropped
