@@ -106,7 +106,7 @@ class ErrorExtrapolator:
         per_error: int = 1,
         prompts: PromptSet | None = None,
         max_errors: int | None = None,
-        max_example_chars: int = 1500,
+        max_example_chars: int = 1000,
         seed: int = 0,
         max_attempts: int = 3,
         deduplicator: Deduplicator | None | str = "default",

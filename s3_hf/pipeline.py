@@ -304,6 +304,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 # ---------------------------------------------------------------------- the pipeline
+def process_state():
+    """accelerate's ``PartialState``; on a machine without CUDA it must be asked for CPU explicitly, or a
+    ``torchrun``/``accelerate launch`` of 2 CPU processes is seen as 2 independent single processes."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 class S3Pipeline:
     """Runs S3 (and the ZeroGen baseline) for one :class:`S3Config`, resumably.
 
@@ -321,12 +330,11 @@ class S3Pipeline:
     """
 
     def __init__(self, config: S3Config, *, engine: Any = None):
-        from accelerate import PartialState
 
         self.config = config
         self.spec = config.spec
         self.out = Path(config.output_dir)
-        self.process = PartialState()
+        self.process = process_state()
         self._engine = engine
         self._own_engine = None
         self._gold = None
@@ -902,9 +910,7 @@ def main(argv: list[str] | None = None) -> int:
     except S3Error as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         print(f"\nS3 {config.task}: per-round results ({config.output_dir})\n")
         print(results["table"])
         print(f"\n{results['methods']}\n")

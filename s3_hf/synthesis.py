@@ -45,7 +45,6 @@ from .tasks import TaskSpec, get_task
 
 logger = logging.getLogger(__name__)
 
-REASON_DUPLICATE = "duplicate"
 REASON_ANSWER_NOT_IN_CONTEXT = "answer_not_in_context"
 
 
@@ -198,17 +197,13 @@ def run_requests(
     outcome = SynthesisOutcome(requested=len(requests))
     if not requests:
         return outcome
-    results = engine.generate(list(requests), stage=stage, round_index=round_index, desc=desc)
+    # the engine drops (and retries) exact/near duplicates of anything the deduplicator has seen
+    results = engine.generate(list(requests), stage=stage, round_index=round_index, desc=desc, dedup=deduplicator)
     for result in results:
         if result.example is None:
-            outcome.rejected[result.reason or "rejected"] += 1
-            continue
-        if deduplicator is not None:
-            duplicate = deduplicator.check_and_add(result.example)
-            if duplicate is not None:
-                outcome.rejected[duplicate] += 1
-                continue
-        outcome.examples.append(result.example)
+            outcome.rejected[(result.reason or "rejected").split(":")[0]] += 1
+        else:
+            outcome.examples.append(result.example)
     outcome.usage = stage_usage(engine, stage=stage, round_index=round_index)
     return outcome
 
@@ -448,11 +443,17 @@ def _validate_rationales(obj: dict) -> tuple[dict | None, str | None]:
     texts = []
     for item in items:
         text = _clean(item if isinstance(item, str) else (item.get("reason") if isinstance(item, dict) else None))
-        if text and 3 <= len(text) <= 200:
+        if text and 3 <= len(text) <= 200 and _is_content(text):
             texts.append(text)
     if not texts:
         return None, "empty_rationales"
     return {"rationales": texts}, None
+
+
+def _is_content(text: str) -> bool:
+    """False for template placeholders a small model copies from the prompt (``...``, ``<reason>``)."""
+    letters = sum(ch.isalpha() for ch in text)
+    return letters >= 3 and not (text.startswith("<") and text.endswith(">"))
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:

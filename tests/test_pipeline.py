@@ -351,3 +351,52 @@ def test_one_round_with_real_smollm2(tmp_path, tiny_model):
     assert rounds["0"]["requested"] == 6 and rounds["1"]["requested"] == min(3, rounds["0"]["errors"])
     assert rounds["0"]["accepted"] >= 1
     assert (Path(config.output_dir) / "dataset" / "README.md").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_torchrun_two_processes_generate_once_and_train_on_both(tmp_path, tiny_model):
+    import shutil
+    import socket
+    import subprocess
+
+    from s3_hf.hub import load_round
+    from s3_hf.s3_json import read_s3_json
+    from s3_hf.testing.openai_server import FakeOpenAIServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    out = tmp_path / "run"
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+        "OPENAI_API_KEY": "unused",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    with FakeOpenAIServer(responder=imdb_responder) as server:
+        proc = subprocess.run(
+            [torchrun, "--nproc_per_node", "2", "--master_port", str(port), "-m", "s3_hf.pipeline",
+             "--task", "imdb", "--rounds", "1", "--output-dir", str(out), "--base-url", server.url, "--model",
+             "fake-llm", "--small-model", tiny_model, "--seed-size", "10", "--rationales-per-label", "4",
+             "--validation-size", "20", "--test-size", "20", "--max-errors-per-round", "4", "--epochs", "1",
+             "--batch-size", "4"],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        stats = server.stats()
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    state = json.loads((out / "state.json").read_text())
+    assert state["done"] == [f"round_{k}.{s}" for k in (0, 1) for s in ("data", "train", "publish")]
+    rounds = state["s3"]["rounds"]
+    # the LLM was called by the main process only: once per request, no body twice
+    assert stats["calls"] == rounds["0"]["usage"]["requests"] + rounds["1"]["usage"]["requests"]
+    assert max(stats["calls_by_digest"].values()) == 1
+    # the evaluation saw every validation example once (gathered across the 2 processes, padding dropped)
+    errors = read_s3_json(out / "errors" / "round_0.jsonl", "imdb")
+    assert len(errors) == rounds["0"]["errors"] == round((1 - rounds["0"]["validation"]) * 20)
+    assert len(load_round(str(out / "dataset"), "all", revision="round-1")) == sum(
+        r["new_rows"] for r in rounds.values()
+    )
+    assert proc.stdout.count("per-round results") == 1  # the table is printed by the main process only

@@ -94,7 +94,7 @@ def test_imdb_rejections_and_duplicates_are_counted():
 def test_rationale_fallback_when_llm_gives_none():
     def responder(request):
         if "reasons why" in user_prompt(request):
-            return {"rationales": []}
+            return {"rationales": ["...", "<reason 2>", ""]}  # placeholders copied from the prompt
         return {"text": f"Review number {request.meta['index']} is long enough to pass."}
 
     synth = SeedSynthesizer("imdb", FakeEngine(responder), rationales_per_label=3, rationales_per_example=1)
