@@ -400,3 +400,31 @@ def test_torchrun_two_processes_generate_once_and_train_on_both(tmp_path, tiny_m
         r["new_rows"] for r in rounds.values()
     )
     assert proc.stdout.count("per-round results") == 1  # the table is printed by the main process only
+
+
+@pytest.mark.slow
+def test_example_trainer_script_extrapolates_its_errors(tmp_path, tiny_model):
+    import subprocess
+
+    from s3_hf.s3_json import read_s3_json
+    from s3_hf.testing.openai_server import FakeOpenAIServer
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "trainer_with_s3_callback.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENAI_API_KEY": "unused"}
+    with FakeOpenAIServer(responder=imdb_responder) as server:
+        proc = subprocess.run(
+            [sys.executable, str(script), "--output-dir", str(tmp_path), "--small-model", tiny_model,
+             "--validation-size", "30", "--max-errors", "5", "--base-url", server.url, "--model", "fake-llm"],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        calls = server.stats()["calls"]
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["errors"] == round((1 - summary["eval_accuracy"]) * 30)
+    written = read_s3_json(tmp_path / "extrapolated.jsonl", "imdb")
+    assert (
+        len(written)
+        == summary["extrapolation"]["accepted"]
+        == calls - sum(summary["extrapolation"]["rejected"].values())
+    )
+    assert summary["extrapolation"]["requested"] == min(5, summary["errors"])
