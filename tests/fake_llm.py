@@ -16,12 +16,15 @@ class FakeEngine:
         self.seen = []
         self.calls = Counter()
 
-    def generate(self, requests, *, stage, round_index=0, desc=None):
+    def generate(self, requests, *, stage, round_index=0, desc=None, dedup=None):
         out = []
         for request in requests:
             self.seen.append((stage, round_index, request))
             self.calls[stage] += 1
             example, reason = request.validate(self.responder(request))
+            if example is not None and dedup is not None:
+                reason = dedup.check_and_add(example)
+                example = None if reason else example
             out.append(SimpleNamespace(request=request, example=example, reason=reason, attempts=1, usage=None))
         return out
 
@@ -29,25 +32,3 @@ class FakeEngine:
 def user_prompt(request) -> str:
     return request.messages[-1]["content"]
 
-
-# TEMPORARY until s3_hf.llm_engine lands: a stub GenerationRequest with the contract's fields
-try:
-    import s3_hf.llm_engine  # noqa: F401
-except ImportError:  # pragma: no cover
-    import sys
-    import types
-    from dataclasses import dataclass, field
-
-    @dataclass
-    class GenerationRequest:
-        messages: list
-        validate: object
-        key: dict
-        json_schema: dict | None = None
-        prefill: str | None = None
-        max_attempts: int = 3
-        meta: dict = field(default_factory=dict)
-
-    _stub = types.ModuleType("s3_hf.llm_engine")
-    _stub.GenerationRequest = GenerationRequest
-    sys.modules["s3_hf.llm_engine"] = _stub

@@ -422,9 +422,7 @@ def test_example_trainer_script_extrapolates_its_errors(tmp_path, tiny_model):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["errors"] == round((1 - summary["eval_accuracy"]) * 30)
     written = read_s3_json(tmp_path / "extrapolated.jsonl", "imdb")
-    assert (
-        len(written)
-        == summary["extrapolation"]["accepted"]
-        == calls - sum(summary["extrapolation"]["rejected"].values())
-    )
+    extrapolation = summary["extrapolation"]
+    assert len(written) == extrapolation["accepted"] > 0
+    assert extrapolation["accepted"] + sum(extrapolation["rejected"].values()) == extrapolation["requested"] <= calls
     assert summary["extrapolation"]["requested"] == min(5, summary["errors"])
