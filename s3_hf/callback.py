@@ -102,6 +102,8 @@ class _CapturingComputeMetrics:
 
     def __call__(self, eval_pred, **kwargs) -> dict[str, Any]:
         metrics = dict(self.user_fn(eval_pred, **kwargs) or {}) if self.user_fn is not None else {}
+        if not self.callback._is_registered():  # removed with trainer.remove_callback: stay out of the way
+            return metrics
         for key, value in self.callback._capture(eval_pred).items():
             if key in metrics:
                 logger.warning("MisclassificationCallback: compute_metrics already returns %r; kept the user's", key)
@@ -219,6 +221,9 @@ class MisclassificationCallback(TrainerCallback):
                 return
             wrapper = wrapper.user_fn
         self._trainer.compute_metrics = _CapturingComputeMetrics(self, current)
+
+    def _is_registered(self) -> bool:
+        return self._trainer is not None and any(cb is self for cb in self._trainer.callback_handler.callbacks)
 
     def _ensure_bound(self) -> None:
         if self._trainer is not None:

@@ -255,3 +255,22 @@ def test_load_best_model_at_end_gives_the_chosen_models_errors(setup, tmp_path):
     assert len(best) == min(r.metrics["misclassified"] for r in callback.reports)
     trainer.evaluate()  # the loaded best model gives the same errors again
     assert list(callback.errors["eval_index"]) == list(best["eval_index"])
+
+
+def test_inputs_for_metrics_and_preprocessed_logits(setup, tmp_path):
+    seen = {}
+
+    def user_metrics(eval_pred):
+        seen["inputs"] = eval_pred.inputs is not None and eval_pred.losses is not None
+        return {"n": float(len(eval_pred.predictions))}
+
+    trainer = _trainer(setup, tmp_path, compute_metrics=user_metrics, include_for_metrics=["inputs", "loss"])
+    trainer.preprocess_logits_for_metrics = lambda logits, labels: logits.argmax(-1)  # ids only: no probabilities
+    callback = MisclassificationCallback("rte", setup["rte"], write_files=False).attach(trainer)
+    metrics = trainer.evaluate()
+    assert seen["inputs"] and metrics["eval_n"] == N_CLS
+    assert list(callback.errors["eval_index"]) == setup["expected_cls"]
+    assert callback.errors["probabilities"][0] is None
+    trainer.remove_callback(callback)
+    metrics = trainer.evaluate()
+    assert "eval_misclassified" not in metrics and len(callback.history) == 1
