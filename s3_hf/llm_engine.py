@@ -134,7 +134,9 @@ class LLMConfig:
         def bad(name: str, rule: str):
             raise S3ConfigError(f"LLMConfig.{name} {rule}, got {getattr(self, name)!r}")
 
-        if self.base_url is not None and not str(self.base_url).startswith(("http://", "https://")):
+        if self.base_url is not None and not all(
+            url.strip().startswith(("http://", "https://")) for url in str(self.base_url).split(",")
+        ):
             bad("base_url", "must start with http:// or https:// (or be None for the local server)")
         if not self.model:
             bad("model", "must be a non-empty model name")
@@ -384,7 +386,7 @@ class LLMEngine:
 
     def _base_urls(self) -> list[str]:
         if not self.config.is_local:
-            return [self.config.base_url]
+            return [url.strip() for url in self.config.base_url.split(",")]
         if self._local_server is None:
             from .local_llm import LocalLLMServer
 

@@ -1,6 +1,6 @@
 """Client-side request and token budgets (RPM/TPM) and a shared cool-down after 429s, for asyncio.
 
-Requests are spaced evenly (one request at a time at ``rpm / 60`` per second) rather than sent in a burst at the
+Requests are spaced evenly (``rpm / 60`` per second, never more than two at once) rather than sent in a burst at the
 start of each minute, so a server enforcing the same limit over short windows is not tripped; tokens may burst
 ``burst_s`` seconds of budget (at least 5 s, so one large request always fits eventually). Tokens are reserved from an
 estimate before a call and the difference is refunded from the real usage afterwards.
@@ -25,8 +25,9 @@ class _Bucket:
 
     def __init__(self, per_minute: float, burst_s: float | None, clock=time.monotonic):
         self.rate = per_minute / 60.0
-        self.capacity = 1.0 if burst_s is None else max(1.0, self.rate * burst_s)
-        self.level = self.capacity
+        # requests: room for one request of timer overshoot, so late wake-ups do not lose budget; starts at one
+        self.capacity = 2.0 if burst_s is None else max(1.0, self.rate * burst_s)
+        self.level = 1.0 if burst_s is None else self.capacity
         self.clock = clock
         self.stamp = clock()
 
@@ -54,9 +55,9 @@ class RateLimiter:
     """RPM/TPM budgets plus a cool-down shared by every caller, and adaptive pacing once the server says 429.
 
     After a 429 every caller pauses for the server's ``retry-after`` (one shared pause, not one retry per caller),
-    and requests are from then on paced at 80% of the rate observed over the last second, growing by about one
-    request/s per second of successes (additive increase, multiplicative decrease), so a server whose limit is
-    unknown is approached without a retry storm.
+    and requests are from then on paced: 80% of the rate at the time of the 429, growing by about one request/s
+    per second of successes (additive increase, multiplicative decrease), so a server whose limit is unknown is
+    approached without a retry storm.
 
     Args:
         rpm: requests per minute (``None``: unlimited).
@@ -73,16 +74,29 @@ class RateLimiter:
         self.cooldowns = 0
         self.waited_s = 0.0
         self.adaptive_rps: float | None = None
+        self._last_decrease = 0.0
         self._next_send = 0.0
         self._sent: deque[float] = deque()
 
     def cool_down(self, seconds: float) -> None:
-        """After a 429: pause every caller for ``seconds`` (overlapping pauses do not stack) and slow the pace."""
+        """After a 429: pause every caller for ``seconds`` (overlapping pauses do not stack) and slow the pace.
+
+        The pace drops to 80% of the lowest of: the current pace, the configured ``rpm``, and the send rate seen
+        over the last second (when at least 5 sends); 429s answering one burst count once (at most one decrease per
+        0.25 s). A lone 429 with nothing to go on only pauses.
+        """
         now = time.monotonic()
-        recent = sum(1 for t in self._sent if t > now - 1.0)
-        target = max(1.0, 0.8 * recent)
-        if self.adaptive_rps is None or target < self.adaptive_rps:
-            self.adaptive_rps = target
+        if self.adaptive_rps is None or now - self._last_decrease >= 0.25:
+            recent = [t for t in self._sent if t > now - 1.0]
+            span = max(now - recent[0], 0.25) if recent else 1.0  # a burst at start-up is not a rate over 1 ms
+            rates = [len(recent) / span] if len(recent) >= 5 else []  # fewer sends say nothing about a rate
+            if self.adaptive_rps is not None:
+                rates.append(self.adaptive_rps)
+            if self.requests is not None:
+                rates.append(self.requests.rate)
+            if rates:
+                self.adaptive_rps = max(1.0, 0.8 * min(rates))
+                self._last_decrease = now
         until = now + max(0.0, seconds)
         if until > self._pause_until:
             self._pause_until = until

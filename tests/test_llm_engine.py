@@ -173,8 +173,9 @@ def test_shared_cooldown_after_429_instead_of_a_retry_storm():
         rejected = server.stats()["counts"].get("rejected_rate", 0)
         assert all(r.accepted for r in results)
         assert engine.limiter.cooldowns >= 1
-        assert rejected < n  # 16 workers retrying on their own would produce several 429s per request
-        assert elapsed > (n - 1) / 25 * 0.8  # the cap was respected
+        # 16 workers each retrying after its own retry-after would draw ~15 429s per 40 ms window (hundreds here)
+        assert rejected <= 2 * n
+        assert (n - 1) / 25 * 0.8 < elapsed < 5  # the cap was respected, and approached
         server.reset_stats()
         # with the budget configured client-side, the server never has to refuse
         with LLMEngine(config(server, max_concurrency=16, rpm=25 * 60 - 60)) as engine:

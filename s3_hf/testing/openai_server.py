@@ -96,9 +96,10 @@ class FaultPlan:
 
 
 class _TokenBucket:
-    def __init__(self, rps: float):
+    def __init__(self, rps: float, burst: float = 1.0):
         self.rps = rps
-        self.level = 1.0
+        self.burst = max(1.0, burst)
+        self.level = self.burst
         self.stamp = time.monotonic()
         self.lock = threading.Lock()
 
@@ -106,7 +107,7 @@ class _TokenBucket:
         """0 if a request may pass now (and takes it), else the seconds to wait."""
         with self.lock:
             now = time.monotonic()
-            self.level = min(1.0, self.level + (now - self.stamp) * self.rps)
+            self.level = min(self.burst, self.level + (now - self.stamp) * self.rps)
             self.stamp = now
             if self.level >= 1.0:
                 self.level -= 1.0
@@ -130,6 +131,7 @@ class FakeOpenAIServer:
             "queue"``) or get a 429 (``"reject"``).
         rps: requests per second accepted (token bucket, burst 1); above it calls get a 429 with ``retry-after``
             (``over_capacity="reject"``) or wait (``"queue"``).
+        rps_burst: how many requests the rate cap lets through at once after a quiet spell.
         faults: a :class:`FaultPlan` or ``(call_index, body) -> fault name | None``.
         retry_after_s: the ``retry-after`` a 429 fault sends.
         hang_s: how long a ``"timeout"`` fault stalls.
@@ -144,6 +146,7 @@ class FakeOpenAIServer:
         latency_s: float = 0.0,
         max_concurrency: int | None = None,
         rps: float | None = None,
+        rps_burst: float = 1.0,
         over_capacity: str = "queue",
         faults: Callable[[int, dict[str, Any]], str | None] | None = None,
         retry_after_s: float = 0.1,
@@ -162,7 +165,7 @@ class FakeOpenAIServer:
         self.hang_s = hang_s
         self.reject_response_format = reject_response_format
         self._slots = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
-        self._bucket = _TokenBucket(rps) if rps else None
+        self._bucket = _TokenBucket(rps, rps_burst) if rps else None
         self._lock = threading.Lock()
         self._calls = 0
         self._in_flight = 0
@@ -234,12 +237,18 @@ class FakeOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stall
 
             def log_message(self, *args):  # quiet
                 pass
 
             def do_GET(self):
-                if self.path.rstrip("/").endswith("/models"):
+                if self.path.rstrip("/").endswith("/_stats"):  # for a server run in another process
+                    self._send(200, {k: v for k, v in server.stats().items() if k != "ok_times"})
+                elif self.path.rstrip("/").endswith("/_reset"):
+                    server.reset_stats()
+                    self._send(200, {"reset": True})
+                elif self.path.rstrip("/").endswith("/models"):
                     self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model", "owned_by": "s3"}]})
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
@@ -403,3 +412,41 @@ def _continuation(prompt: str, reply: str) -> str:
     if prefill and reply.startswith(prefill):
         return reply[len(prefill) :]
     return reply
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m s3_hf.testing.openai_server --port P [--latency S] [--max-concurrency C] [--rps R]``.
+
+    Serves until killed; prints ``ready <url>`` once listening. ``GET /v1/_stats`` returns the counts and
+    ``GET /v1/_reset`` clears them.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description="loopback OpenAI-compatible server")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--max-concurrency", type=int, default=None)
+    parser.add_argument("--rps", type=float, default=None)
+    parser.add_argument("--rps-burst", type=float, default=1.0)
+    parser.add_argument("--over-capacity", choices=("queue", "reject"), default="queue")
+    args = parser.parse_args(argv)
+    server = FakeOpenAIServer(
+        latency_s=args.latency,
+        max_concurrency=args.max_concurrency,
+        rps=args.rps,
+        rps_burst=args.rps_burst,
+        over_capacity=args.over_capacity,
+        port=args.port,
+    )
+    print(f"ready {server.url}", flush=True)
+    try:
+        server._httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server._httpd.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""The embedded local LLM: llama.cpp's server with the tiny SmolLM2 GGUF, through the same openai code path."""
+
+from __future__ import annotations
+
+import pytest
+
+from s3_hf.llm_engine import GenerationRequest, LLMConfig, LLMEngine
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("uvicorn")
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_local_smollm2_prefill_and_json_mode_end_to_end(tmp_path):
+    from s3_hf.assets import AssetError, gguf_path
+
+    try:
+        gguf_path("smollm2")
+    except AssetError as err:
+        pytest.skip(f"tiny GGUF not installed: {err}")
+
+    def validate(obj):
+        text = obj.get("text")
+        return (
+            ({"text": text, "label": 0}, None) if isinstance(text, str) and len(text) >= 10 else (None, "empty_text")
+        )
+
+    prompt = 'Write a two-sentence negative movie review. Answer as JSON: {"text": "<the review>"}'
+    requests = [
+        GenerationRequest(
+            messages=[{"role": "user", "content": prompt}], validate=validate, key={"i": 0}, prefill='{"text": "'
+        ),
+        GenerationRequest(
+            messages=[{"role": "user", "content": prompt}],
+            validate=validate,
+            key={"i": 1},
+            json_schema={"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+        ),
+    ]
+    config = LLMConfig(
+        local_model="smollm2",
+        local_threads=2,
+        local_n_ctx=512,
+        max_tokens=64,
+        temperature=0.7,
+        seed=0,
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+    )
+    with LLMEngine(config) as engine:
+        results = engine.generate(requests, stage="seed")
+        server = engine._local_server
+        assert server is not None and server.running and server.log_files[0].exists()
+    assert not server.running  # stopped on close
+    assert engine.report.consistent and engine.report.requested == 2
+    assert engine.report.api_calls >= 2 and engine.usage.total()["completion_tokens"] > 0
+    assert all(r.text for r in results)  # the model answered every call
+    accepted = [r for r in results if r.accepted]
+    assert accepted, [(r.reasons, r.text) for r in results]
+    assert all(len(r.example["text"]) >= 10 for r in accepted)
+    assert len(engine.cache) == engine.report.api_calls
