@@ -79,7 +79,7 @@ class S3Config:
         default="offline", metadata=_help("pair/QA tasks: unlabelled contexts, 'offline' (SQuAD) or a text/jsonl file")
     )
     # ------------------------------------------------------------------ synthesis
-    seed_size: int = field(default=80, metadata=_help("seed examples requested (labels balanced)"))
+    seed_size: int = field(default=64, metadata=_help("seed examples requested (labels balanced)"))
     rationales_per_label: int = field(default=12, metadata=_help("rationales collected per label (IMDb-style tasks)"))
     rationales_per_request: int = field(default=6, metadata=_help("rationales one request asks for"))
     rationales_per_example: int = field(
@@ -87,7 +87,7 @@ class S3Config:
     )
     per_error: int = field(default=1, metadata=_help("n: new examples written per misclassified validation example"))
     max_errors_per_round: int | None = field(
-        default=48, metadata=_help("extrapolate at most this many errors per round (label-balanced sample; None: all)")
+        default=32, metadata=_help("extrapolate at most this many errors per round (label-balanced sample; None: all)")
     )
     zerogen_size: int | None = field(
         default=None,

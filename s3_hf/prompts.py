@@ -46,7 +46,7 @@ _SYSTEM = (
 )
 
 _IMDB = PromptSet(
-    version="2",
+    version="3",
     system=_SYSTEM,
     rationale=(
         "List {n} different reasons why a movie review could be {label}, focusing on {aspect}. Each reason is a "
@@ -59,7 +59,8 @@ _IMDB = PromptSet(
     ),
     extrapolate=(
         "Here is a {label} movie review that a sentiment classifier got wrong:\n{example}\n"
-        "Write a new {label} movie review that is similar to it in topic and style, but not a copy. "
+        "Write a new {label} movie review of at most four sentences, similar to it in topic and style but not a "
+        "copy. "
         'Answer as JSON: {{"text": "<the review>"}}'
     ),
 )
