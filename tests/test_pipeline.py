@@ -426,3 +426,57 @@ def test_example_trainer_script_extrapolates_its_errors(tmp_path, tiny_model):
     assert len(written) == extrapolation["accepted"] > 0
     assert extrapolation["accepted"] + sum(extrapolation["rejected"].values()) == extrapolation["requested"] <= calls
     assert summary["extrapolation"]["requested"] == min(5, summary["errors"])
+
+
+def context_responder(task: str):
+    """Canned answers for pair/QA prompts: a question about the delimited context (QA: a word of it as the answer)."""
+
+    def respond(body: dict) -> str:
+        from s3_hf.testing.openai_server import last_user_text
+
+        text = last_user_text(body)
+        h = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+        data = text.split("<data>\n")[1].split("\n</data>")[0]
+        data = data.removeprefix("paragraph: ").split("\nquestion: ")[0]
+        words = [w.strip(".,;:()\"'") for w in data.split()]
+        word = next((w for w in words[h % len(words) :] + words if len(w) > 2), words[0])
+        if task == "adqa":
+            return json.dumps({"question": f"Which word {h % 1000} is it?", "answer": word})
+        return json.dumps({"question": f"What about {word} number {h % 997}?"})
+
+    return respond
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["qnli", "adqa"])
+def test_pair_and_qa_tasks_keep_the_context_of_each_error(tmp_path, task):
+    import tiny_setup
+
+    from s3_hf.pipeline import S3Pipeline
+    from s3_hf.s3_json import read_s3_json
+    from s3_hf.testing.openai_server import FakeOpenAIServer
+
+    models = tiny_setup.make_models(tmp_path / "models")
+    with FakeOpenAIServer(responder=context_responder(task)) as server:
+        config = S3Config(
+            task=task, rounds=1, output_dir=str(tmp_path / "run"), base_url=server.url, model="fake-llm",
+            small_model=str(models["qa" if task == "adqa" else "cls"]), seed_size=8, validation_size=16, test_size=16,
+            max_errors_per_round=4, epochs=1.0, batch_size=8, max_length=192,
+        )  # fmt: skip
+        os.environ.setdefault("OPENAI_API_KEY", "unused")
+        results = S3Pipeline(config).run()
+    rounds = results["state"]["s3"]["rounds"]
+    out = Path(config.output_dir)
+    spec = config.spec
+    seed = read_s3_json(out / "data" / "seed.jsonl", task)
+    new = read_s3_json(out / "data" / "round_1.jsonl", task)
+    errors = read_s3_json(out / "errors" / "round_0.jsonl", task)
+    assert len(seed) == rounds["0"]["accepted"] > 0 and len(new) == rounds["1"]["accepted"] > 0
+    error_contexts = {e[spec.context_field] for e in errors}
+    assert all(e[spec.context_field] in error_contexts for e in new)  # each new example keeps an error's context
+    if task == "adqa":
+        assert all(e["context"][e["answers"]["answer_start"][0] :].startswith(e["answers"]["text"][0]) for e in new)
+        assert "val f1" in results["table"]
+    else:
+        gold_labels = {(e["sentence"], e["label"]) for e in errors}
+        assert all((e["sentence"], e["label"]) in gold_labels for e in new)  # the gold label is kept
