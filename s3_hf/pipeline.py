@@ -59,8 +59,9 @@ class S3Config:
         ),
     )
     rounds: int = field(default=2, metadata=_help("error-extrapolation rounds after the seed round"))
-    output_dir: str = field(
-        default="s3_output", metadata=_help("run folder: state.json, data/, errors/, the LLM cache, the report")
+    output_dir: str | None = field(
+        default=None,
+        metadata=_help("run folder: state.json, data/, errors/, the LLM cache, the report (default: runs/<task>)"),
     )
     stop_after: str | None = field(
         default=None,
@@ -174,6 +175,8 @@ class S3Config:
             raise S3ConfigError(f"S3Config.temperature must be in [0, 2], got {self.temperature!r}")
         if self.max_length < 16:
             raise S3ConfigError(f"S3Config.max_length must be >= 16, got {self.max_length!r}")
+        if self.output_dir is None:
+            self.output_dir = os.path.join("runs", self.spec.name)
         if not self.output_dir:
             raise S3ConfigError(f"S3Config.output_dir must be a folder path, got {self.output_dir!r}")
         if self.push_to_hub is not None and (self.push_to_hub.count("/") != 1 or " " in self.push_to_hub):
@@ -877,6 +880,7 @@ class S3Pipeline:
             "table": self.format_table(),
             "methods": self.methods_table(),
             "stopped_after": c.stop_after if stopped else None,
+            "publish_target": self.publish_target,
         }
         if self.process.is_main_process:
             self._write_report(results)
@@ -916,6 +920,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{results['methods']}\n")
         if results["stopped_after"]:
             print(f"stopped after {results['stopped_after']}; run the same command again to resume")
+        if "s3" in config.method and config.publish:
+            target = results["publish_target"]
+            print(f"dataset: {target}  (configs seed, round_<k>, all; tags round-<k>)")
+            if not target.startswith("hf://"):
+                print(f'  from s3_hf.hub import load_round; load_round("{target}", "all", revision="round-1")')
+            else:
+                print(f'  load_dataset("{config.push_to_hub}", "all", revision="round-1")')
     return 0
 
 
