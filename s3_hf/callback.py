@@ -169,6 +169,7 @@ class MisclassificationCallback(TrainerCallback):
         self._trainer: Trainer | None = None
         self._pending: _Pending | None = None
         self._gold_cache: tuple[int, np.ndarray] | None = None
+        self._features_cache: tuple[tuple[int, int], dict[str, list]] | None = None
         self._warned: set[str] = set()
 
     # ------------------------------------------------------------------ public results
@@ -382,7 +383,7 @@ class MisclassificationCallback(TrainerCallback):
             metrics[f"error_rate_{name}"] = wrong_of_label / int(of_label.sum()) if of_label.any() else 0.0
         return wrong, extra, extra_features, metrics
 
-    def _features(self) -> datasets.Dataset:
+    def _features(self) -> dict[str, list]:
         features = self.eval_features
         if features is None and self._trainer is not None:
             features = self._trainer.eval_dataset
@@ -393,16 +394,20 @@ class MisclassificationCallback(TrainerCallback):
                 "MisclassificationCallback for QA needs the eval features with 'example_id' and 'offset_mapping' "
                 "(pass eval_features=, or give the Trainer the features from s3_hf.qa.prepare_eval_features)"
             )
-        return features
+        key = (id(features), len(features))
+        if self._features_cache is None or self._features_cache[0] != key:  # read the offsets once, not per eval
+            view = {"example_id": list(features["example_id"]), "offset_mapping": list(features["offset_mapping"])}
+            self._features_cache = (key, view)
+        return self._features_cache[1]
 
     def _capture_qa(self, eval_pred, raw: datasets.Dataset):
         features = self._features()
         start_logits, end_logits = qa_logits(eval_pred.predictions)
-        if len(start_logits) != len(features):
+        if len(start_logits) != len(features["example_id"]):
             self._warn_once(
                 "size",
-                f"MisclassificationCallback: {len(start_logits)} QA predictions for {len(features)} eval features; "
-                "skipped (is this the gold eval set?)",
+                f"MisclassificationCallback: {len(start_logits)} QA predictions for {len(features['example_id'])} "
+                "eval features; skipped (is this the gold eval set?)",
             )
             return None
         answers = postprocess_predictions(
