@@ -480,3 +480,42 @@ def test_pair_and_qa_tasks_keep_the_context_of_each_error(tmp_path, task):
     else:
         gold_labels = {(e["sentence"], e["label"]) for e in errors}
         assert all((e["sentence"], e["label"]) in gold_labels for e in new)  # the gold label is kept
+
+
+@pytest.mark.slow
+def test_kill_9_during_seed_synthesis_repeats_no_completed_call(tmp_path, tiny_model):
+    import signal
+    import subprocess
+    import time
+
+    from s3_hf.testing.openai_server import FakeOpenAIServer
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENAI_API_KEY": "unused"}
+    with FakeOpenAIServer(responder=imdb_responder, latency_s=0.05) as server:
+        argv = [sys.executable, "-m", "s3_hf.pipeline", "--task", "imdb", "--rounds", "0", "--output-dir", str(out),
+                "--base-url", server.url, "--model", "fake-llm", "--small-model", tiny_model, "--seed-size", "40",
+                "--rationales-per-label", "4", "--validation-size", "16", "--test-size", "0",
+                "--max-concurrency", "2", "--stop-after", "round_0.data"]  # fmt: skip
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while server.stats()["ok"] < 16 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        time.sleep(0.5)  # calls in flight at the kill still finish on the server side
+        before = server.stats()["ok"]
+        assert 16 <= before < 40 and not (out / "data" / "seed.jsonl").exists()  # killed inside the stage
+        rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        stats = server.stats()
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    state = json.loads((out / "state.json").read_text())
+    assert state["done"] == ["round_0.data"]
+    # at most the calls in flight at the kill (max_concurrency=2) are sent again; every completed one was cached
+    repeated = sum(n - 1 for n in stats["ok_by_digest"].values() if n > 1)
+    assert repeated <= 2
+    assert stats["ok"] - before == state["s3"]["rounds"]["0"]["usage"]["requests"]
+    # the killed run's calls: 2 rationale requests (their result file was written: not asked again), then seed
+    # calls that were cached (replayed now) or in flight at the kill (sent again)
+    cached = state["s3"]["rounds"]["0"]["usage"]["cached_requests"]
+    assert 2 + cached <= before <= 2 + cached + 2
