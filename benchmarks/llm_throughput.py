@@ -208,33 +208,42 @@ def local(args) -> dict:
 
     cores = os.cpu_count() or 1
     setups = [(f"1 server x {cores} threads, 1 stream", 1, cores, 1)]
+    if cores >= 2:
+        setups.append(("1 server x 1 thread, 1 stream", 1, 1, 1))
     setups.append((f"1 server x {cores} threads, engine", 1, cores, 4))
     if cores >= 2:
         setups.append((f"{cores} servers x 1 thread, engine", cores, 1, 4))
-    rows = []
-    for name, replicas, threads, concurrency in setups:
-        with LocalLLMServer(args.local_model, replicas=replicas, n_threads=threads, n_ctx=1024) as server:
-            config = LLMConfig(
-                base_url=",".join(server.base_urls),
-                model="local",
-                max_tokens=args.local_max_tokens,
-                temperature=0.8,
-                seed=0,
-                max_concurrency=concurrency,
-                progress=False,
-                prefill_mode="completions",
-                json_mode="off",
-            )
-            engine = LLMEngine(config)
-            engine.generate(requests("warm")[:replicas], stage="warm")  # load weights, fill the prompt cache
-            before = engine.usage.total()["completion_tokens"]
-            start = time.perf_counter()
-            engine.generate(requests(name), stage="bench")
-            elapsed = time.perf_counter() - start
-            tokens = engine.usage.total()["completion_tokens"] - before
-        rows.append({"setup": name, "tokens": tokens, "seconds": elapsed, "tok_s": tokens / elapsed})
+    best: dict[str, dict] = {}
+    for repeat in range(args.local_repeats):  # interleaved repeats, best kept: the CPU is shared
+        for name, replicas, threads, concurrency in setups:
+            with LocalLLMServer(args.local_model, replicas=replicas, n_threads=threads, n_ctx=1024) as server:
+                config = LLMConfig(
+                    base_url=",".join(server.base_urls),
+                    model="local",
+                    max_tokens=args.local_max_tokens,
+                    temperature=0.8,
+                    seed=repeat,
+                    max_concurrency=concurrency,
+                    progress=False,
+                    prefill_mode="completions",
+                    json_mode="off",
+                )
+                engine = LLMEngine(config)
+                engine.generate(requests("warm")[:replicas], stage="warm")  # load weights, fill the prompt cache
+                before = engine.usage.total()["completion_tokens"]
+                start = time.perf_counter()
+                engine.generate(requests(f"{name}/{repeat}"), stage="bench")
+                elapsed = time.perf_counter() - start
+                tokens = engine.usage.total()["completion_tokens"] - before
+            row = {"setup": name, "tokens": tokens, "seconds": elapsed, "tok_s": tokens / elapsed}
+            if name not in best or row["tok_s"] > best[name]["tok_s"]:
+                best[name] = row
+    rows = [best[name] for name, *_ in setups]
     base = rows[0]["tok_s"]
-    print(f"\n== local llama.cpp ({args.local_model}, {args.local_n} requests x <= {args.local_max_tokens} tokens) ==")
+    print(
+        f"\n== local llama.cpp ({args.local_model}, {args.local_n} requests x <= {args.local_max_tokens} tokens, "
+        f"best of {args.local_repeats}; load average {os.getloadavg()[0]:.1f} on {cores} cores) =="
+    )
     for row in rows:
         print(
             f"{row['setup']:<34}{row['tokens']:>6} tok {row['seconds']:>7.1f} s {row['tok_s']:>8.1f} tok/s"
@@ -255,6 +264,7 @@ def main(argv=None) -> int:
     parser.add_argument("--local-model", default="smollm2")
     parser.add_argument("--local-n", type=int, default=8)
     parser.add_argument("--local-max-tokens", type=int, default=64)
+    parser.add_argument("--local-repeats", type=int, default=2)
     parser.add_argument("--skip-loopback", action="store_true")
     parser.add_argument("--out", help="write the figures as JSON")
     args = parser.parse_args(argv)

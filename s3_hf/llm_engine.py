@@ -122,7 +122,13 @@ class LLMConfig:
         default_factory=lambda: dict(DEFAULT_PRICES),
         metadata=_help("model -> ($ per 1M prompt tokens, $ per 1M completion tokens)"),
     )
-    local_replicas: int = field(default=1, metadata=_help("local llama.cpp servers to start (one request each)"))
+    local_replicas: int = field(
+        default=0,
+        metadata=_help(
+            "local llama.cpp servers to start, each serving one request at a time (0: auto = one per core, at "
+            "most 4, each with cores/replicas threads; see benchmarks/llm_throughput.py --local)"
+        ),
+    )
     local_threads: int | None = field(
         default=None, metadata=_help("CPU threads per local server (None: cores/replicas)")
     )
@@ -146,7 +152,9 @@ class LLMConfig:
             raise S3ConfigError("LLMConfig.api_key_env must name an environment variable; it looks like a key")
         if self.base_url is None and self.local_model not in LOCAL_MODELS and not self.local_model.endswith(".gguf"):
             bad("local_model", f"must be one of {LOCAL_MODELS} or a .gguf path")
-        for name in ("max_concurrency", "max_tokens", "local_replicas", "local_n_batch"):
+        if self.local_replicas < 0:
+            bad("local_replicas", "must be >= 0 (0: auto)")
+        for name in ("max_concurrency", "max_tokens", "local_n_batch"):
             if getattr(self, name) < 1:
                 bad(name, "must be >= 1")
         for name in ("rpm", "tpm", "local_threads"):
@@ -395,7 +403,7 @@ class LLMEngine:
                 n_ctx=self.config.local_n_ctx,
                 n_threads=self.config.local_threads,
                 n_batch=self.config.local_n_batch,
-                replicas=self.config.local_replicas,
+                replicas=self.config.local_replicas or min(os.cpu_count() or 1, 4),
                 model_alias=self.config.model,
             ).start()
         return self._local_server.base_urls
