@@ -8,8 +8,10 @@ answers every call after a fixed latency, with
   budget configured (``rpm``) and once without it (it must discover the limit from the 429s).
 
 Each is reported as achieved requests/s, the fraction of the limit (target >= 0.95) and the ratio to a plain
-sequential loop with the ``openai`` client. Peers (distilabel's ``OpenAILLM``) run the same requests when
-importable.
+sequential loop with the ``openai`` client. Peers (distilabel's ``OpenAILLM``, driven by ``asyncio.gather`` with
+the same concurrency) run the same requests when importable: ``pip install --target DIR --no-deps distilabel`` plus
+its few pure-Python dependencies and ``PYTHONPATH=DIR`` keeps it out of the project's environment (bespokelabs-curator
+was not tried: it pulls litellm and many more dependencies).
 
 Part 2 (``--local``; about a minute): the embedded llama.cpp server with a local GGUF: completion tokens/s of one
 stream vs the engine's aggregate over one server and over two single-thread replicas.
@@ -160,26 +162,36 @@ def loopback(args) -> dict:
         adaptive, engine = _engine_rate(server.url, n_rate, "adaptive", max_concurrency=64, max_retries=50)
         rejected_adaptive = server.stats()["counts"].get("rejected_rate", 0)
         seq_rate = _sequential_rate(server.url, args.sequential_n)
+        server.reset_stats()
+        peer = _distilabel_rate(server.url, n_rate, 64)
+        rejected_peer = server.stats()["counts"].get("rejected_rate", 0)
         rows.append(("rate cap", f"{rps:g} req/s, 429 above", rps, "s3-hf LLMEngine, rpm set", configured, seq_rate))
         rows.append(("rate cap", "", rps, "s3-hf LLMEngine, limit unknown", adaptive, seq_rate))
         rows.append(("rate cap", "", rps, "sequential openai loop", seq_rate, seq_rate))
+        rows.append(("rate cap", "", rps, "distilabel OpenAILLM, limit unknown", peer, seq_rate))
     print(f"\n== loopback OpenAI server (latency {latency * 1000:.0f} ms; {args.n} requests per run) ==")
-    print(f"{'server limit':<17}{'':<24}{'limit/s':>9}  {'client':<32}{'req/s':>9}{'of limit':>10}{'vs seq':>8}")
+    print(f"{'server limit':<17}{'':<24}{'limit/s':>9}  {'client':<37}{'req/s':>9}{'of limit':>10}{'vs seq':>8}")
     out = []
     for kind, detail, lim, client, achieved, base in rows:
         if isinstance(achieved, str):
-            print(f"{kind:<17}{detail:<24}{lim:>9.1f}  {client:<32}{achieved}")
+            print(f"{kind:<17}{detail:<24}{lim:>9.1f}  {client:<37}{achieved}")
             out.append({"limit": kind, "client": client, "result": achieved})
             continue
         print(
-            f"{kind:<17}{detail:<24}{lim:>9.1f}  {client:<32}{achieved:>9.1f}{achieved / lim:>10.3f}"
+            f"{kind:<17}{detail:<24}{lim:>9.1f}  {client:<37}{achieved:>9.1f}{achieved / lim:>10.3f}"
             f"{achieved / base:>7.1f}x"
         )
         out.append(
             {"limit": kind, "limit_rps": lim, "client": client, "rps": achieved, "fraction_of_limit": achieved / lim}
         )
-    print(f"429s answered: rpm set {rejected_configured}, limit unknown {rejected_adaptive} (of {n_rate} requests)")
-    return {"loopback": out, "rejected_429": {"rpm_set": rejected_configured, "adaptive": rejected_adaptive}}
+    print(
+        f"429s answered: s3-hf rpm set {rejected_configured}, s3-hf limit unknown {rejected_adaptive}, "
+        f"distilabel {rejected_peer} (of {n_rate} requests each)"
+    )
+    return {
+        "loopback": out,
+        "rejected_429": {"rpm_set": rejected_configured, "adaptive": rejected_adaptive, "distilabel": rejected_peer},
+    }
 
 
 def local(args) -> dict:

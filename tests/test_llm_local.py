@@ -40,7 +40,8 @@ def test_local_smollm2_prefill_and_json_mode_end_to_end(tmp_path):
     ]
     config = LLMConfig(
         local_model="smollm2",
-        local_threads=2,
+        local_replicas=1,
+        local_threads=1,
         local_n_ctx=512,
         max_tokens=64,
         temperature=0.7,
