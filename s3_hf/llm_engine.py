@@ -387,7 +387,9 @@ class LLMEngine:
         self.close()
 
     def close(self) -> None:
-        """Stop the local server if this engine started one."""
+        """Log the run's summary (report and usage) and stop the local server if this engine started one."""
+        if self.report.requested:
+            logger.info("LLM usage:\n%s", self.summary())
         if self._local_server is not None:
             self._local_server.close()
             self._local_server = None
@@ -712,6 +714,19 @@ class LLMEngine:
     def summary(self) -> str:
         """The report and the usage table, for the end of a run."""
         return f"{self.report.format()}\n{self.usage.format_table()}"
+
+    def save_summary(self, path: str | os.PathLike) -> str:
+        """Write ``{"model", "report", "usage"}`` as JSON (atomically); returns the path."""
+        import json
+
+        target = os.fspath(path)
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        payload = {"model": self.config.model_id, "report": self.report.as_dict(), "usage": self.usage.summary()}
+        tmp = f"{target}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2)
+        os.replace(tmp, target)
+        return target
 
 
 def config_fields() -> dict[str, str]:

@@ -91,6 +91,8 @@ def test_generate_in_order_with_schema_seed_usage_and_no_key_stored(tmp_path):
         total = engine.usage.total(stage="seed", round_index=0)
         assert total["requests"] == 12 and total["prompt_tokens"] > 0 and total["cost_usd"] > 0
         assert "gpt-4o-mini" in engine.summary()
+        saved = json.loads(Path(engine.save_summary(tmp_path / "out" / "llm_usage.json")).read_text())
+        assert saved["report"]["accepted"] == 12 and saved["usage"]["by_stage"]["seed"]["requests"] == 12
     assert SECRET not in (tmp_path / "cache" / CACHE_FILE).read_text()
 
 
