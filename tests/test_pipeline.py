@@ -330,13 +330,13 @@ def test_one_round_with_real_smollm2(tmp_path, tiny_model):
         output_dir=str(tmp_path / "run"),
         local_model="smollm2",
         small_model=tiny_model,
-        seed_size=6,
-        rationales_per_label=3,
-        rationales_per_request=3,
+        seed_size=4,
+        rationales_per_label=2,
+        rationales_per_request=2,
         validation_size=16,
         test_size=0,
-        max_errors_per_round=3,
-        max_tokens=96,
+        max_errors_per_round=1,
+        max_tokens=80,
         max_attempts=2,
         epochs=1.0,
         batch_size=8,
@@ -348,7 +348,7 @@ def test_one_round_with_real_smollm2(tmp_path, tiny_model):
         info = rounds[k]
         assert info["requested"] == info["accepted"] + sum(info["rejected"].values())
         assert info["usage"]["completion_tokens"] > 0
-    assert rounds["0"]["requested"] == 6 and rounds["1"]["requested"] == min(3, rounds["0"]["errors"])
+    assert rounds["0"]["requested"] == 4 and rounds["1"]["requested"] == min(1, rounds["0"]["errors"])
     assert rounds["0"]["accepted"] >= 1
     assert (Path(config.output_dir) / "dataset" / "README.md").is_file()
 
