@@ -306,6 +306,15 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _rejected_cell(rejected: dict[str, int]) -> str:
+    """``"3 (duplicate 2, invalid_text 1)"``: dropped LLM replies, by reason."""
+    total = sum(rejected.values())
+    if not total:
+        return "0"
+    reasons = ", ".join(f"{name} {count}" for name, count in sorted(rejected.items(), key=lambda kv: -kv[1]))
+    return f"{total} ({reasons})"
+
+
 # ---------------------------------------------------------------------- the pipeline
 def process_state():
     """accelerate's ``PartialState``; on a machine without CUDA it must be asked for CPU explicitly, or a
@@ -484,7 +493,9 @@ class S3Pipeline:
             return {}
         totals = [usage.total(stage=s, round_index=k) for s in stages]
         keys = ("requests", "cached_requests", "prompt_tokens", "completion_tokens", "cost_usd")
-        return {key: sum(t.get(key, 0) for t in totals) for key in keys}
+        summed: dict[str, Any] = {key: sum(t.get(key, 0) for t in totals) for key in keys}
+        summed["priced"] = all(t.get("priced", True) for t in totals)
+        return summed
 
     # ------------------------------------------------------------------ stages
     def _stage_data(self, k: int) -> None:
@@ -697,11 +708,11 @@ class S3Pipeline:
                     "errors used": info.get("errors_used"),
                     "requested": info.get("requested"),
                     "accepted": info.get("accepted"),
-                    "rejected": sum((info.get("rejected") or {}).values()),
+                    "rejected": _rejected_cell(info.get("rejected") or {}),
                     "total rows": total,
                     "prompt tok": usage.get("prompt_tokens"),
                     "compl. tok": usage.get("completion_tokens"),
-                    "cost $": usage.get("cost_usd"),
+                    "cost $": usage.get("cost_usd") if usage.get("priced", True) else "n/a",
                     "val errors": info.get("errors"),
                     f"val {_primary_metric(self.spec)}": info.get("validation"),
                     f"test {_primary_metric(self.spec)}": info.get("test"),
