@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 METHODS = ("s3", "zerogen")
 STATE_FILE = "state.json"
 STATE_FORMAT = 1
+GOLD_SUBSET_SEED = 0
 
 
 def _help(text: str) -> dict[str, str]:
@@ -342,7 +343,6 @@ class S3Pipeline:
     """
 
     def __init__(self, config: S3Config, *, engine: Any = None):
-
         self.config = config
         self.spec = config.spec
         self.out = Path(config.output_dir)
@@ -428,18 +428,21 @@ class S3Pipeline:
         return self._engine
 
     def gold(self):
-        """``(validation, test)`` gold datasets (the first ``validation_size`` / ``test_size`` rows)."""
+        """``(validation, test)`` gold datasets: ``validation_size`` / ``test_size`` rows drawn with a fixed seed
+        (the same subset for every run; a split sorted by label, like the Hub's IMDb test, still gives both labels)."""
         if self._gold is None:
             from .gold import load_gold
+
+            def subset(split, size: int):
+                return split if size >= len(split) else split.shuffle(seed=GOLD_SUBSET_SEED).select(range(size))
 
             splits = load_gold(self.spec, self.config.gold)
             if "validation" not in splits:
                 raise S3ConfigError(f"gold source {self.config.gold!r} has no validation split: {sorted(splits)}")
-            validation = splits["validation"]
-            validation = validation.select(range(min(self.config.validation_size, len(validation))))
+            validation = subset(splits["validation"], self.config.validation_size)
             test = None
             if self.config.test_size and "test" in splits:
-                test = splits["test"].select(range(min(self.config.test_size, len(splits["test"]))))
+                test = subset(splits["test"], self.config.test_size)
             elif self.config.test_size:
                 logger.warning("gold source %r has no test split; skipping the test score", self.config.gold)
             self._gold = (validation, test)
