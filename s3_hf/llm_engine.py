@@ -48,7 +48,7 @@ from typing import Any
 
 from .dedup import Deduplicator
 from .errors import S3ConfigError
-from .output_parsing import REASON_REFUSAL, extract_json, refusal_reason
+from .output_parsing import REASON_REFUSAL, delimiter_leak, extract_json, refusal_reason
 from .rate_limit import RateLimiter, estimate_tokens
 from .response_cache import ResponseCache, cache_key
 from .usage import DEFAULT_PRICES, UsageTracker
@@ -559,6 +559,9 @@ class LLMEngine:
             return None, REASON_TRUNCATED if truncated else reason
         if refusal_reason(text, obj):
             return None, REASON_REFUSAL
+        leak = delimiter_leak(obj)
+        if leak:
+            return None, leak
         try:
             example, why = request.validate(obj)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:

@@ -3,7 +3,8 @@
 - :func:`extract_json` pulls one JSON object out of a completion, tolerating what small local models do: code fences,
   text around the object, single quotes, trailing commas, unescaped inner quotes, a truncated object, and a
   completion that continues an assistant-turn prefill (``{"text": "`` + ``The movie...``).
-- :func:`refusal_reason` recognises refusals ("I'm sorry, but I can't...", "As an AI...").
+- :func:`refusal_reason` recognises refusals ("I'm sorry, but I can't...", "As an AI...") and questions asked back
+  ("Can you please provide more context?"); :func:`delimiter_leak` catches outputs that copy a delimited block.
 - :func:`delimit_data` wraps user data (gold examples shown to the LLM) in ``<data>...</data>`` with anything
   delimiter-like inside neutralised, so the data cannot close the block or inject instructions.
 
@@ -44,9 +45,18 @@ _REFUSAL_LOOSE = re.compile(
 _REFUSAL_STRICT = re.compile(
     r"^\W*(?:i'?m sorry|i am sorry|i apologi[sz]e|unfortunately|i can(?:'|no)?t|i cannot|i am unable|i'?m unable|"
     r"as an ai)[^.!?\n]{0,100}\b(?:help|assist|comply|fulfil|fulfill|provide|write|create|generate|produce|"
-    r"complete|request|language model|ai)\b",
+    r"complete|request|language model|ai|know what you mean|understand what you mean)\b",
     re.IGNORECASE,
 )
+# the model asks back instead of answering ("Can you please provide more context?")
+_CLARIFICATION = re.compile(
+    r"\b(?:(?:can|could) you (?:please )?(?:provide|clarify|give me|tell me|share)|"
+    r"(?:provide|need) (?:some |a bit )?more (?:context|information|details)|"
+    r"i (?:don'?t|do not) (?:know|understand) what you mean)",
+    re.IGNORECASE,
+)
+REASON_DELIMITER_LEAK = "delimiter_leak"
+_DELIMITER_TEXT = re.compile(r"[<‹]\s*/?\s*data\s*[>›]", re.IGNORECASE)
 
 
 def strip_code_fences(text: str) -> str:
@@ -217,11 +227,21 @@ def refusal_reason(text: str | None, parsed: Mapping[str, Any] | None = None) ->
     """
     if parsed is not None:
         for value in parsed.values():
-            if isinstance(value, str) and _REFUSAL_STRICT.search(value):
+            if isinstance(value, str) and (_REFUSAL_STRICT.search(value) or _CLARIFICATION.search(value)):
                 return REASON_REFUSAL
         return None
-    if text and _REFUSAL_LOOSE.search(text[:200]):
+    if text and (_REFUSAL_LOOSE.search(text[:200]) or _CLARIFICATION.search(text[:300])):
         return REASON_REFUSAL
+    return None
+
+
+def delimiter_leak(parsed: Mapping[str, Any]) -> str | None:
+    """``"delimiter_leak"`` when a string field carries a data delimiter (``<data>``, ``‹/data›``...), i.e. the model
+    copied the delimited block (and whatever was injected into it) instead of writing new text."""
+    for value in parsed.values():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and _DELIMITER_TEXT.search(v) for v in values):
+            return REASON_DELIMITER_LEAK
     return None
 
 
