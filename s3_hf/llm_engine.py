@@ -512,6 +512,8 @@ class LLMEngine:
                             raise _FormatRejected() from None
                         else:
                             raise _CallFailed(f"api_error_{err.status_code}") from None
+                    except (openai.APIError, ValueError):  # a 200 whose body is not a completion (broken proxy)
+                        last = "bad_response"
                     else:
                         self.limiter.on_success()
                         return self._raw(response, endpoint_kind, reserved)

@@ -103,6 +103,7 @@ def test_every_fault_kind_run_completes_counts_add_up_and_cache_is_clean(tmp_pat
         "503": 0.05,
         "timeout": 0.03,
         "drop": 0.05,
+        "garbled": 0.03,
         "truncated_json": 0.06,
         "wrong_label": 0.08,
         "refusal": 0.06,
@@ -128,6 +129,7 @@ def test_every_fault_kind_run_completes_counts_add_up_and_cache_is_clean(tmp_pat
         slow = report.transport_errors["timeout"] - counts["timeout"]
         assert slow >= 0
         assert report.transport_errors["500"] == counts["500"] and report.transport_errors["503"] == counts["503"]
+        assert report.transport_errors["bad_response"] == counts["garbled"]
         semantic = {"wrong_label": counts["wrong_label"], "refusal": counts["refusal"]}
         if not slow:
             assert report.attempt_rejections["wrong_label"] == semantic["wrong_label"]

@@ -7,7 +7,7 @@ Faults (:data:`FAULTS`), drawn per call by a :class:`FaultPlan` (or any ``(call_
 
 - ``"429"``: rate limited, with a ``retry-after`` header; ``"500"``, ``"503"``: server errors;
 - ``"timeout"``: the server stalls ``hang_s`` seconds before answering; ``"drop"``: the connection is closed
-  without a response;
+  without a response; ``"garbled"``: a 200 whose HTTP body is not valid JSON (a broken proxy);
 - ``"truncated_json"``: a 200 whose JSON is cut in half (``finish_reason="length"``); ``"wrong_label"``: a valid
   object with ``"label": "__wrong__"``; ``"refusal"``: "I'm sorry, but I can't help with that."
 
@@ -34,7 +34,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("429", "500", "503", "timeout", "drop", "truncated_json", "wrong_label", "refusal")
+FAULTS = ("429", "500", "503", "timeout", "drop", "garbled", "truncated_json", "wrong_label", "refusal")
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
 
 Responder = Callable[[dict[str, Any]], str]
@@ -356,6 +356,15 @@ class FakeOpenAIServer:
         if fault == "drop":
             self._record(digest, fault, body)
             handler._drop()
+            return
+        if fault == "garbled":
+            self._record(digest, fault, body)
+            data = b'{"id": "chatcmpl-garbled", "choices": [{"index": 0, "mess'
+            handler.send_response(200)
+            handler.send_header("content-type", "application/json")
+            handler.send_header("content-length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
             return
         if fault == "timeout":
             self._record(digest, fault, body)
