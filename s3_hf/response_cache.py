@@ -45,9 +45,10 @@ class ResponseCache:
     """An append-only, crash-safe store of raw responses keyed by :func:`cache_key`.
 
     Args:
-        directory: folder holding ``responses.jsonl`` (created if missing). Several processes may append to the
-            same file (each record is one ``O_APPEND`` write); a process sees the records present when it opened
-            the cache plus its own.
+        directory: folder holding ``responses.jsonl`` (created if missing). Each record is one ``O_APPEND``
+            write, so several processes may append to the same file; a process sees the records present when it
+            opened the cache plus its own. Opening trims a torn tail, so open a cache while no other process is in
+            the middle of appending to it (one run per cache folder is the supported use).
 
     Attributes:
         skipped_lines: lines ignored on load (torn or corrupted).
