@@ -207,6 +207,8 @@ class GenerationRequest:
         prefill: assistant-turn prefill (e.g. ``'{"text": "'``) for local models; the reply continues it.
         max_attempts: invalid outputs are retried up to this many attempts, then dropped with the last reason.
         meta: passed through to the result untouched.
+        max_tokens: overrides :attr:`LLMConfig.max_tokens` for this request.
+        temperature: overrides :attr:`LLMConfig.temperature` for this request.
     """
 
     messages: list[dict[str, str]]
@@ -216,6 +218,8 @@ class GenerationRequest:
     prefill: str | None = None
     max_attempts: int = 3
     meta: dict = field(default_factory=dict)
+    max_tokens: int | None = None
+    temperature: float | None = None
 
     def __post_init__(self):
         if not self.messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in self.messages):
@@ -226,6 +230,10 @@ class GenerationRequest:
             raise S3ConfigError(f"GenerationRequest.max_attempts must be >= 1, got {self.max_attempts!r}")
         if not isinstance(self.key, dict):
             raise S3ConfigError(f"GenerationRequest.key must be a dict, got {self.key!r}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise S3ConfigError(f"GenerationRequest.max_tokens must be >= 1 or None, got {self.max_tokens!r}")
+        if self.temperature is not None and not 0 <= self.temperature <= 2:
+            raise S3ConfigError(f"GenerationRequest.temperature must be in [0, 2] or None, got {self.temperature!r}")
 
 
 @dataclass
@@ -437,7 +445,11 @@ class LLMEngine:
     def _build_call(self, request: GenerationRequest, attempt: int) -> tuple[str, dict[str, Any], str, str | None]:
         """``(endpoint, payload, cache key, prefill the reply continues)`` for one attempt."""
         cfg = self.config
-        params: dict[str, Any] = {"max_tokens": cfg.max_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p}
+        params: dict[str, Any] = {
+            "max_tokens": request.max_tokens or cfg.max_tokens,
+            "temperature": cfg.temperature if request.temperature is None else request.temperature,
+            "top_p": cfg.top_p,
+        }
         prefill = request.prefill or None
         mode = self._prefill_mode() if prefill else None
         if mode == "completions":
@@ -477,7 +489,7 @@ class LLMEngine:
         import openai
 
         cfg = self.config
-        reserved = estimate_tokens(payload.get("messages") or payload.get("prompt", ""), cfg.max_tokens)
+        reserved = estimate_tokens(payload.get("messages") or payload.get("prompt", ""), payload["max_tokens"])
         last = "unknown"
         for retry in range(cfg.max_retries + 1):
             async with gate:

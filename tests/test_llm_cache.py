@@ -68,6 +68,8 @@ def test_engine_keys_cover_what_changes_the_output(tmp_path):
         engine._build_call(_request("hello", 1), 1)[2],  # attempt
         engine._build_call(_request("hello", 1, prefill='{"a": "'), 0)[2],  # prefill
         engine._build_call(_request("hello", 1, json_schema={"type": "object"}), 0)[2],  # schema
+        engine._build_call(_request("hello", 1, max_tokens=7), 0)[2],  # per-request generation parameters
+        engine._build_call(_request("hello", 1, temperature=0.1), 0)[2],
         LLMEngine(LLMConfig(base_url="http://127.0.0.1:9/v1", model="m2"))._build_call(_request("hello", 1), 0)[2],
         LLMEngine(LLMConfig(base_url="http://127.0.0.1:9/v1", model="m", temperature=0.2))._build_call(
             _request("hello", 1), 0
