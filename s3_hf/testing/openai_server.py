@@ -27,6 +27,7 @@ import hashlib
 import json
 import random
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -118,6 +119,11 @@ class _TokenBucket:
 class _LoopbackHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # listen() backlog: the default 5 drops bursts of new connections (1 s SYN retry)
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return  # a client that hung up (timeouts, cancelled runs) is part of the game
+        super().handle_error(request, client_address)
 
 
 class FakeOpenAIServer:
