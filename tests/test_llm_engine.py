@@ -314,3 +314,14 @@ def test_kill_9_mid_run_then_restart_repeats_no_completed_call(tmp_path):
     final = ResponseCache(cache_dir)
     assert len(final) == n and final.skipped_lines == 0
     assert len((cache_dir / CACHE_FILE).read_text().splitlines()) == n
+
+
+def test_local_server_reports_a_missing_model_or_runtime_clearly(tmp_path):
+    from s3_hf.local_llm import LocalLLMError, LocalLLMServer
+
+    server = LocalLLMServer(str(tmp_path / "missing.gguf"), replicas=2, n_threads=1, log_dir=tmp_path)
+    with pytest.raises(LocalLLMError, match="missing.gguf|llama-cpp-python"):
+        server.start()
+    assert server.base_urls == [] and not server.running
+    with pytest.raises(S3ConfigError, match="replicas.*0"):
+        LocalLLMServer("smollm2", replicas=0)
