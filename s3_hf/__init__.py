@@ -6,11 +6,24 @@ from .tasks import TaskSpec, get_task, list_tasks, load_task_yaml, register_task
 
 __version__ = "0.1.0"
 
-_LAZY = {"S3Config": "s3_hf.pipeline", "S3Pipeline": "s3_hf.pipeline"}
+_LAZY = {
+    "S3Config": "s3_hf.pipeline",
+    "S3Pipeline": "s3_hf.pipeline",
+    "MisclassificationCallback": "s3_hf.callback",
+    "build_trainer": "s3_hf.training",
+    "ErrorExtrapolator": "s3_hf.extrapolation",
+    "SeedSynthesizer": "s3_hf.synthesis",
+    "LLMConfig": "s3_hf.llm_engine",
+    "LLMEngine": "s3_hf.llm_engine",
+    "publish_round": "s3_hf.hub",
+    "load_round": "s3_hf.hub",
+    "load_gold": "s3_hf.gold",
+    "export_s3_folder": "s3_hf.export",
+}
 
 
 def __getattr__(name: str):
-    """``S3Pipeline``/``S3Config`` are imported on first use (they pull in torch and transformers)."""
+    """The heavy parts (torch, transformers, openai) are imported on first use."""
     if name in _LAZY:
         import importlib
 
@@ -19,7 +32,17 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ErrorExtrapolator",
+    "LLMConfig",
+    "LLMEngine",
+    "MisclassificationCallback",
     "PromptSet",
+    "SeedSynthesizer",
+    "build_trainer",
+    "export_s3_folder",
+    "load_gold",
+    "load_round",
+    "publish_round",
     "S3Config",
     "S3Pipeline",
     "S3ConfigError",
