@@ -121,7 +121,7 @@ class S3Config:
     small_model: str | None = field(
         default=None, metadata=_help("small model: any AutoModel checkpoint (default: the packaged all-MiniLM-L6-v2)")
     )
-    epochs: float = field(default=2.0, metadata=_help("training epochs per round"))
+    epochs: float = field(default=6.0, metadata=_help("training epochs per round (small seed sets need several)"))
     batch_size: int = field(default=16, metadata=_help("per-device train and eval batch size"))
     learning_rate: float = field(default=1e-4, metadata=_help("small-model learning rate"))
     max_length: int = field(default=128, metadata=_help("small-model token budget per example"))
@@ -572,7 +572,7 @@ class S3Pipeline:
             per_device_train_batch_size=c.batch_size,
             per_device_eval_batch_size=max(c.batch_size, 32),
             learning_rate=c.learning_rate,
-            warmup_steps=0,
+            warmup_steps=0.1,  # a ratio of the training steps
             weight_decay=0.01,
             eval_strategy="no",
             save_strategy="no",
