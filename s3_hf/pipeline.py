@@ -553,6 +553,13 @@ class S3Pipeline:
             counts[self.spec.label_names[example["label"]]] += 1
         return counts
 
+    def train_and_evaluate(self, examples: list[dict[str, Any]], name: str) -> dict[str, Any]:
+        """Train the small model on any canonical ``examples`` (e.g. real training data, or another method's data)
+        with this run's recipe, and score it on the same gold validation and test sets; the run folder is
+        ``<output_dir>/<name>``. Used by the benchmarks for the ``gold`` baseline."""
+        run_dir = self.out / name
+        return self._train_and_evaluate(examples, run_dir, run_dir / "errors.jsonl")
+
     def _train_and_evaluate(self, examples: list[dict[str, Any]], run_dir: Path, errors_path: Path) -> dict:
         """Train the small model from its base checkpoint on ``examples``; evaluate on gold validation (its errors go
         to ``errors_path``) and test. Runs on every process."""
