@@ -32,6 +32,10 @@ from .errors import S3DataError
 from .tasks import TaskSpec, get_task
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _qa_id(context: str, question: str) -> str:
     return hashlib.sha1(f"{context}\x1f{question}".encode()).hexdigest()
 
@@ -238,6 +242,7 @@ def write_s3_json(
                 count += 1
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; data files get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -102,3 +102,14 @@ def test_failed_write_leaves_no_partial_file(tmp_path):
         write_s3_json(out, [good, {"text": "x", "label": 9}], "imdb")
     assert out.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    out = tmp_path / "data.jsonl"
+    write_s3_json(out, [{"text": "fine film", "label": 1}], "imdb")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
