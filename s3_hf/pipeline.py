@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import report
 from .errors import S3ConfigError, S3Error
 from .tasks import TaskSpec, get_task
 
@@ -293,27 +294,6 @@ def _write_json(path: Path, data: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-def _primary_metric(spec: TaskSpec) -> str:
-    return "f1" if spec.is_qa else "accuracy"
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def _rejected_cell(rejected: dict[str, int]) -> str:
-    """``"3 (duplicate 2, invalid_text 1)"``: dropped LLM replies, by reason."""
-    total = sum(rejected.values())
-    if not total:
-        return "0"
-    reasons = ", ".join(f"{name} {count}" for name, count in sorted(rejected.items(), key=lambda kv: -kv[1]))
-    return f"{total} ({reasons})"
 
 
 # ---------------------------------------------------------------------- the pipeline
@@ -602,7 +582,7 @@ class S3Pipeline:
         trainer.train()
         train_seconds = time.time() - started
         metrics = trainer.evaluate()
-        primary = _primary_metric(self.spec)
+        primary = report.primary_metric(self.spec)
         result: dict[str, Any] = {
             "train_rows": len(examples),
             "validation_size": len(validation),
@@ -677,9 +657,9 @@ class S3Pipeline:
         write_config_parquet(staging, config, self._dataset(self._read(self.data_path(k))))
         write_config_parquet(staging, "all", self._dataset(all_rows))
         sizes["all"] = len(all_rows)
-        self._plot(staging / "accuracy.png", upto=k)
+        report.accuracy_plot(self.rows_table(k), self.spec, staging / "accuracy.png")
         _write_json(staging / "s3_run_config.json", self.config.to_dict())
-        card = self._card(sizes, upto=k)
+        card = report.round_card(self.spec, self.config, sizes, self.rows_table(k), upto=k)
         (staging / "README.md").write_text(card, encoding="utf-8")
         published = self._push(staging, k, config)
         self.state["s3"]["rounds"][str(k)]["published"] = published
@@ -703,114 +683,16 @@ class S3Pipeline:
         return {"target": result.target, "tag": result.tag, "commit": result.commit, "pushed": result.pushed}
 
     def rows_table(self, upto: int | None = None) -> list[dict[str, Any]]:
-        """One row per finished round: sizes, LLM accounting, tokens, cost and scores."""
-        rounds = self.state.get("s3", {}).get("rounds", {})
-        table, total = [], 0
-        for k in sorted(int(i) for i in rounds):
-            if upto is not None and k > upto:
-                continue
-            info = rounds[str(k)]
-            total += info.get("new_rows", 0)
-            usage = info.get("usage") or {}
-            table.append(
-                {
-                    "round": "seed" if k == 0 else k,
-                    "errors used": info.get("errors_used"),
-                    "requested": info.get("requested"),
-                    "accepted": info.get("accepted"),
-                    "rejected": _rejected_cell(info.get("rejected") or {}),
-                    "total rows": total,
-                    "prompt tok": usage.get("prompt_tokens"),
-                    "compl. tok": usage.get("completion_tokens"),
-                    "cost $": usage.get("cost_usd") if usage.get("priced", True) else "n/a",
-                    "val errors": info.get("errors"),
-                    f"val {_primary_metric(self.spec)}": info.get("validation"),
-                    f"test {_primary_metric(self.spec)}": info.get("test"),
-                }
-            )
-        return table
+        """One row per finished round (see :func:`s3_hf.report.round_rows`)."""
+        return report.round_rows(self.state, self.spec, upto)
 
     def format_table(self, upto: int | None = None) -> str:
         """The per-round table as markdown."""
-        rows = self.rows_table(upto)
-        if not rows:
-            return "(no finished round)"
-        header = list(rows[0])
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for row in rows:
-            lines.append("| " + " | ".join(_fmt(row[h], 4 if h == "cost $" else 3) for h in header) + " |")
-        return "\n".join(lines)
+        return report.markdown_table(self.rows_table(upto))
 
     def methods_table(self) -> str:
         """S3 and the baselines side by side: training rows and gold scores."""
-        metric = _primary_metric(self.spec)
-        lines = [f"| method | train rows | val {metric} | test {metric} |", "|---|---|---|---|"]
-        rounds = self.state.get("s3", {}).get("rounds", {})
-        if rounds:
-            last = rounds[str(max(int(i) for i in rounds))]
-            seed = rounds.get("0", {})
-            lines.append(
-                f"| s3 seed only | {_fmt(seed.get('train_rows'))} | {_fmt(seed.get('validation'))} | "
-                f"{_fmt(seed.get('test'))} |"
-            )
-            lines.append(
-                f"| s3 (all rounds) | {_fmt(last.get('train_rows'))} | {_fmt(last.get('validation'))} | "
-                f"{_fmt(last.get('test'))} |"
-            )
-        zg = self.state.get("zerogen") or {}
-        if zg.get("train_rows"):
-            lines.append(
-                f"| zerogen | {_fmt(zg.get('train_rows'))} | {_fmt(zg.get('validation'))} | {_fmt(zg.get('test'))} |"
-            )
-        return "\n".join(lines)
-
-    def _card(self, sizes: dict[str, int], *, upto: int) -> str:
-        from .card import render_card
-
-        c = self.config
-        llm = c.model if c.base_url else f"{c.local_model} (embedded llama.cpp)"
-        run = (
-            f"LLM: `{llm}`; small model: `{c.small_model or 'all-MiniLM-L6-v2 (packaged)'}`; gold: `{c.gold}` "
-            f"({c.validation_size} validation / {c.test_size} test examples); seed size {c.seed_size}, "
-            f"{c.per_error} new example(s) per error, at most {c.max_errors_per_round} errors per round. "
-            "The full run configuration is in `s3_run_config.json`."
-        )
-        sections = {
-            "S3 rounds": self.format_table(upto)
-            + "\n\n`errors used`: validation errors extrapolated in that round; `rejected`: LLM replies dropped "
-            "(invalid, refused or duplicate) after retries; scores: the small model trained on all data up to that "
-            "round, on the gold validation and test sets.\n\n![accuracy per round](accuracy.png)",
-            "Run": run,
-        }
-        return render_card(
-            self.spec, sizes, sections=sections, extra_metadata={"s3_run": {"rounds_published": upto, "method": "s3"}}
-        )
-
-    def _plot(self, path: Path, *, upto: int) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        rows = self.rows_table(upto)
-        metric = _primary_metric(self.spec)
-        xs = list(range(len(rows)))
-        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-        for key, style in ((f"val {metric}", "o-"), (f"test {metric}", "s--")):
-            ys = [row[key] for row in rows]
-            if any(y is not None for y in ys):
-                ax.plot(xs, [float("nan") if y is None else y for y in ys], style, label=key)
-        ax.set_xticks(xs, [str(row["round"]) for row in rows])
-        ax.set_xlabel("round")
-        ax.set_ylabel(metric)
-        ax.set_title(f"S3 {self.spec.name}: small model per round")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp)
-        plt.close(fig)
-        os.replace(tmp, path)
+        return report.methods_table(self.state, self.spec)
 
     # ------------------------------------------------------------------ zerogen
     def _zerogen_size(self) -> int:

@@ -1,0 +1,152 @@
+"""Reports of an S3 run: the per-round table, the methods side by side, the dataset card and the accuracy plot.
+
+Pure functions over the run state that :class:`~s3_hf.pipeline.S3Pipeline` records in ``state.json``:
+``state["s3"]["rounds"][str(k)]`` (sizes, LLM accounting, usage, scores) and ``state["zerogen"]``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .tasks import TaskSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pipeline import S3Config
+
+
+def primary_metric(spec: TaskSpec) -> str:
+    """The score reported for ``spec``: ``accuracy``, or SQuAD ``f1`` for QA."""
+    return "f1" if spec.is_qa else "accuracy"
+
+
+def format_cell(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def rejected_cell(rejected: dict[str, int]) -> str:
+    """``"3 (duplicate 2, invalid_text 1)"``: dropped LLM replies, by reason."""
+    total = sum(rejected.values())
+    if not total:
+        return "0"
+    reasons = ", ".join(f"{name} {count}" for name, count in sorted(rejected.items(), key=lambda kv: -kv[1]))
+    return f"{total} ({reasons})"
+
+
+def round_rows(state: dict[str, Any], spec: TaskSpec, upto: int | None = None) -> list[dict[str, Any]]:
+    """One row per finished round (up to ``upto``): sizes, LLM accounting, tokens, cost and scores."""
+    rounds = state.get("s3", {}).get("rounds", {})
+    metric = primary_metric(spec)
+    table, total = [], 0
+    for k in sorted(int(i) for i in rounds):
+        if upto is not None and k > upto:
+            continue
+        info = rounds[str(k)]
+        total += info.get("new_rows", 0)
+        usage = info.get("usage") or {}
+        table.append(
+            {
+                "round": "seed" if k == 0 else k,
+                "errors used": info.get("errors_used"),
+                "requested": info.get("requested"),
+                "accepted": info.get("accepted"),
+                "rejected": rejected_cell(info.get("rejected") or {}),
+                "total rows": total,
+                "prompt tok": usage.get("prompt_tokens"),
+                "compl. tok": usage.get("completion_tokens"),
+                "cost $": usage.get("cost_usd") if usage.get("priced", True) else "n/a",
+                "val errors": info.get("errors"),
+                f"val {metric}": info.get("validation"),
+                f"test {metric}": info.get("test"),
+            }
+        )
+    return table
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """``rows`` (dicts with the same keys) as a markdown table."""
+    if not rows:
+        return "(no finished round)"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(format_cell(row[h], 4 if h == "cost $" else 3) for h in header) + " |")
+    return "\n".join(lines)
+
+
+def methods_table(state: dict[str, Any], spec: TaskSpec) -> str:
+    """S3 (seed only, all rounds) and the ZeroGen baseline side by side: training rows and gold scores."""
+    metric = primary_metric(spec)
+    lines = [f"| method | train rows | val {metric} | test {metric} |", "|---|---|---|---|"]
+
+    def line(name: str, info: dict[str, Any]) -> str:
+        cells = (info.get("train_rows"), info.get("validation"), info.get("test"))
+        return f"| {name} | " + " | ".join(format_cell(c) for c in cells) + " |"
+
+    rounds = state.get("s3", {}).get("rounds", {})
+    if rounds:
+        lines.append(line("s3 seed only", rounds.get("0", {})))
+        lines.append(line("s3 (all rounds)", rounds[str(max(int(i) for i in rounds))]))
+    zerogen = state.get("zerogen") or {}
+    if zerogen.get("train_rows"):
+        lines.append(line("zerogen", zerogen))
+    return "\n".join(lines)
+
+
+def round_card(
+    spec: TaskSpec, config: S3Config, sizes: dict[str, int], rows: list[dict[str, Any]], *, upto: int
+) -> str:
+    """The dataset card published with round ``upto``: configs, the per-round table, the plot and the run."""
+    from .card import render_card
+
+    c = config
+    llm = c.model if c.base_url else f"{c.local_model} (embedded llama.cpp)"
+    run = (
+        f"LLM: `{llm}`; small model: `{c.small_model or 'all-MiniLM-L6-v2 (packaged)'}`; gold: `{c.gold}` "
+        f"({c.validation_size} validation / {c.test_size} test examples); seed size {c.seed_size}, "
+        f"{c.per_error} new example(s) per error, at most {c.max_errors_per_round} errors per round. "
+        "The full run configuration is in `s3_run_config.json`."
+    )
+    sections = {
+        "S3 rounds": markdown_table(rows)
+        + "\n\n`errors used`: validation errors extrapolated in that round; `rejected`: LLM replies dropped "
+        "(invalid, refused or duplicate) after retries; scores: the small model trained on all data up to that "
+        "round, on the gold validation and test sets.\n\n![accuracy per round](accuracy.png)",
+        "Run": run,
+    }
+    return render_card(
+        spec, sizes, sections=sections, extra_metadata={"s3_run": {"rounds_published": upto, "method": "s3"}}
+    )
+
+
+def accuracy_plot(rows: list[dict[str, Any]], spec: TaskSpec, path: str | Path) -> None:
+    """A PNG of the small model's validation and test score per round (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    metric = primary_metric(spec)
+    xs = list(range(len(rows)))
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    for key, style in ((f"val {metric}", "o-"), (f"test {metric}", "s--")):
+        ys = [row[key] for row in rows]
+        if any(y is not None for y in ys):
+            ax.plot(xs, [float("nan") if y is None else y for y in ys], style, label=key)
+    ax.set_xticks(xs, [str(row["round"]) for row in rows])
+    ax.set_xlabel("round")
+    ax.set_ylabel(metric)
+    ax.set_title(f"S3 {spec.name}: small model per round")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
