@@ -34,6 +34,7 @@ from typing import Any
 from . import report
 from .errors import S3ConfigError, S3Error
 from .tasks import TaskSpec, get_task
+from .yaml_fields import read_yaml_fields
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +255,6 @@ def config_from_args(argv: list[str] | None = None) -> S3Config:
     """An :class:`S3Config` from CLI flags, with ``--config FILE.yaml`` supplying defaults the flags override."""
     import argparse
 
-    import yaml
     from transformers import HfArgumentParser
 
     pre = argparse.ArgumentParser(add_help=False)
@@ -263,21 +263,7 @@ def config_from_args(argv: list[str] | None = None) -> S3Config:
     parser = HfArgumentParser(S3Config, prog="s3-hf run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=None, help="YAML file of S3Config fields (flags override it)")
     if known.config:
-        path = Path(known.config)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as err:
-            raise S3ConfigError(f"{path}: cannot read the config: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise S3ConfigError(f"{path}{where}: invalid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise S3ConfigError(f"{path}: the config must be a mapping of S3Config fields, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(S3Config)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise S3ConfigError(f"{path}: unknown field(s) {unknown}; known: {sorted(names)}")
+        data = read_yaml_fields(known.config, S3Config)
         if isinstance(data.get("method"), str):
             data["method"] = [data["method"]]
         parser.set_defaults(**data)

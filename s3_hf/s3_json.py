@@ -31,7 +31,6 @@ from typing import Any
 from .errors import S3DataError
 from .tasks import TaskSpec, get_task
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -282,21 +282,10 @@ def load_task_yaml(path: str | Path, *, register: bool = True) -> TaskSpec:
         label_names: [negative, positive]
         generated_field: text
     """
-    import yaml
+    from .yaml_fields import read_yaml_fields
 
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise S3ConfigError(f"{path}{line}: invalid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise S3ConfigError(f"{path}: a task YAML must be a mapping, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(TaskSpec)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise S3ConfigError(f"{path}: unknown TaskSpec field(s) {unknown}; known: {sorted(known)}")
+    data = read_yaml_fields(path, TaskSpec)
     if isinstance(data.get("prompts"), dict):
         data["prompts"] = PromptSet(**data["prompts"])
     try:

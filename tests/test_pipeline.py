@@ -93,7 +93,7 @@ def test_config_from_flags_and_yaml_same_fields(tmp_path):
 def test_config_yaml_errors_name_file_and_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: imdb\nseed_sise: 3\n")
-    with pytest.raises(S3ConfigError, match=r"bad.yaml: unknown field\(s\) \['seed_sise'\]"):
+    with pytest.raises(S3ConfigError, match=r"bad.yaml: unknown S3Config field\(s\) \['seed_sise'\]"):
         config_from_args(["--config", str(bad)])
     broken = tmp_path / "broken.yaml"
     broken.write_text("task: [imdb\n")
