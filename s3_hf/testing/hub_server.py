@@ -66,9 +66,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from .loopback import LoopbackServer
 
 FAULTS = ("500", "503", "429", "drop", "drop_after")
 FAULT_TARGETS = ("commit", "preupload", "lfs_batch", "lfs_upload", "lfs_verify", "tag", "create_repo", "read")
@@ -186,7 +188,7 @@ class FaultPlan:
         return self._rng.choice(self.kinds)
 
 
-class HubServer:
+class HubServer(LoopbackServer):
     """A Hub-compatible HTTP server on 127.0.0.1 (see the module docstring for what it models).
 
     Args:
@@ -195,6 +197,8 @@ class HubServer:
         tree_page_size: entries per page of ``tree`` listings (the Hub uses 1000).
         commits_page_size: commits per page of ``commits`` listings (the Hub uses 50).
     """
+
+    thread_name = "hub-server"
 
     def __init__(
         self,
@@ -214,41 +218,12 @@ class HubServer:
         self._plan: FaultPlan | None = None
         self._scripted: dict[str, deque[str]] = {}
         self._retry_after = 0
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        super().__init__(_make_handler(self), port=port)
 
     # ---- life cycle -------------------------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def client_env(self) -> dict[str, str]:
         """The environment the clients need (set it before importing ``huggingface_hub`` / ``datasets``)."""
         return {"HF_ENDPOINT": self.url, "HF_HUB_DISABLE_XET": "1"}
-
-    def start(self) -> HubServer:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> HubServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # ---- faults ----------------------------------------------------------------------------------------------
     def inject_faults(self, plan: FaultPlan | None) -> None:

@@ -27,13 +27,14 @@ import hashlib
 import json
 import random
 import socket
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from .loopback import LoopbackServer
 
 FAULTS = ("429", "500", "503", "timeout", "drop", "garbled", "truncated_json", "wrong_label", "refusal")
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
@@ -116,17 +117,7 @@ class _TokenBucket:
             return (1.0 - self.level) / self.rps
 
 
-class _LoopbackHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024  # listen() backlog: the default 5 drops bursts of new connections (1 s SYN retry)
-
-    def handle_error(self, request, client_address):
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return  # a client that hung up (timeouts, cancelled runs) is part of the game
-        super().handle_error(request, client_address)
-
-
-class FakeOpenAIServer:
+class FakeOpenAIServer(LoopbackServer):
     """An OpenAI-compatible HTTP server on 127.0.0.1 for tests and benchmarks.
 
     Args:
@@ -144,6 +135,8 @@ class FakeOpenAIServer:
         reject_response_format: answer 400 to any request with ``response_format`` (a server without JSON mode).
         port: port to bind (0: a free one).
     """
+
+    thread_name = "fake-openai"
 
     def __init__(
         self,
@@ -181,37 +174,13 @@ class FakeOpenAIServer:
         self._ok_by_digest: Counter[str] = Counter()
         self.log: list[dict[str, Any]] = []
         self._ok_times: list[float] = []
-        self._httpd = _LoopbackHTTPServer(("127.0.0.1", port), self._handler_class())
-        self._thread: threading.Thread | None = None
+        super().__init__(self._handler_class(), port=port)
 
     # ------------------------------------------------------------------ lifecycle
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
-
     @property
     def url(self) -> str:
         """The base URL to give the ``openai`` client (ends in ``/v1``)."""
         return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> FakeOpenAIServer:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-openai", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._httpd.server_close()
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ statistics
     def stats(self) -> dict[str, Any]:
