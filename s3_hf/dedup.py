@@ -1,8 +1,8 @@
 """Exact and near-duplicate removal of generated texts, across rounds.
 
 A text's *normalised* form (lower case, Unicode NFKC, punctuation dropped, whitespace collapsed) catches copies that
-differ only in case, spacing or punctuation; word-shingle Jaccard similarity (``near_threshold``) catches copies
-with a few words changed. Seed the deduplicator with the data that already exists (earlier rounds, gold
+differ only in case, spacing or punctuation; the word-shingle overlap coefficient (shared shingles over those of the
+shorter text, ``near_threshold``) catches copies with a few words changed and copies of an excerpt of a longer text. Seed the deduplicator with the data that already exists (earlier rounds, gold
 examples shown to the LLM) so nothing generated repeats them; save/load it to resume.
 
 Example:
@@ -52,7 +52,8 @@ class Deduplicator:
 
     Args:
         field: the generated field to compare (the task's ``generated_field``), used when examples are dicts.
-        near_threshold: Jaccard similarity of word shingles at or above which a text is a near duplicate
+        near_threshold: overlap coefficient of word shingles (shared / those of the shorter text) at or above which a
+            text is a near duplicate
             (``None`` to check exact/normalised duplicates only).
         shingle_size: words per shingle.
         scope: extra fields that must also match for two examples to count as duplicates (e.g. the premise of
@@ -107,8 +108,10 @@ class Deduplicator:
             counts.update(self._index.get((scope, shingle), ()))
         for idx, shared in counts.most_common(20):
             other = self._signatures[idx]
-            union = len(signature) + len(other) - shared
-            if union and shared / union >= self.near_threshold:
+            # overlap coefficient, not Jaccard: a text that copies an excerpt of a longer one (an LLM repeating the
+            # first part of the gold review it was shown) shares most of ITS shingles, though few of the other's
+            smaller = min(len(signature), len(other))
+            if smaller and shared / smaller >= self.near_threshold:
                 return REASON_NEAR_DUPLICATE
         return None
 

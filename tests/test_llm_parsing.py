@@ -176,3 +176,16 @@ def test_rate_limiter_spaces_requests_and_refunds_tokens():
     limiter.on_success()
     assert limiter.adaptive_rps == pytest.approx(32 + 1 / 32)  # additive increase: ~1 request/s per second
     assert estimate_tokens([{"role": "user", "content": "x" * 400}], 100) == 100 + (400 + 8) // 4 + 1
+
+
+def test_dedup_catches_a_copied_excerpt_of_a_longer_text():
+    gold = (
+        "Police Story is a classic action movie that helped shape Hong Kong cinema. The stunts are real and the "
+        "fights are inventive, and Jackie Chan throws attackers through glass again and again. Later the plot sags, "
+        "the romance is thin and the villains are cartoons, but the last twenty minutes in the mall are unmatched."
+    )
+    dedup = Deduplicator("text")
+    dedup.seed([gold])
+    excerpt = gold[: len(gold) // 2] + " ... }"
+    assert dedup.check(excerpt) == "near_duplicate"
+    assert dedup.check("A quiet family drama about three sisters and a farm, warmly acted and beautifully shot.") is None
