@@ -22,17 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_open
 from .errors import S3DataError
 from .tasks import TaskSpec, get_task
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def _qa_id(context: str, question: str) -> str:
@@ -225,25 +221,14 @@ def write_s3_json(
         extra_fields: canonical example keys copied as is after the record's own keys (e.g. ``predicted_label``).
     """
     spec = get_task(task)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     extra = tuple(extra_fields)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for example in examples:
-                record = example_to_record(example, spec)
-                for name in extra:
-                    if name in example:
-                        record[name] = example[name]
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; data files get the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as handle:
+        for example in examples:
+            record = example_to_record(example, spec)
+            for name in extra:
+                if name in example:
+                    record[name] = example[name]
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
     return count
