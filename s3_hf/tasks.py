@@ -236,8 +236,11 @@ class TaskSpec:
         return data
 
     def fingerprint(self) -> str:
-        """sha256 of everything in the spec that changes generated data (fields, labels, prompts, version)."""
-        payload = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+        """sha256 of everything in the spec that changes generated data (fields, labels, prompts, version); not
+        ``hub_gold``, which only says where gold data lives."""
+        data = self.to_dict()
+        data.pop("hub_gold", None)
+        payload = json.dumps(data, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -271,7 +274,7 @@ def list_tasks() -> list[str]:
 
 
 def load_task_yaml(path: str | Path, *, register: bool = True) -> TaskSpec:
-    """Build a classification :class:`TaskSpec` from a YAML file and (by default) register it.
+    """Build a :class:`TaskSpec` from a YAML file of its fields and (by default) register it.
 
     Example file::
 
@@ -286,9 +289,9 @@ def load_task_yaml(path: str | Path, *, register: bool = True) -> TaskSpec:
 
     path = Path(path)
     data = read_yaml_fields(path, TaskSpec)
-    if isinstance(data.get("prompts"), dict):
-        data["prompts"] = PromptSet(**data["prompts"])
     try:
+        if isinstance(data.get("prompts"), dict):
+            data["prompts"] = PromptSet(**data["prompts"])
         spec = TaskSpec(**data)
     except TypeError as err:
         raise S3ConfigError(f"{path}: {err}") from err

@@ -14,7 +14,7 @@ def test_assets_extra_lists_exactly_the_packages_that_install_with_deps():
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     extra = {line.strip() for line in cfg["options.extras_require"]["assets"].splitlines() if line.strip()}
-    table = {req for a in assets.ASSETS.values() if not a.no_deps for req in a.requirement.split()}
+    table = set(assets.requirements(no_deps=False))
     assert extra == table
 
 

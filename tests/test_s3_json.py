@@ -113,3 +113,18 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+
+
+def test_empty_answer_lists_name_file_line_and_field(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text(json.dumps({"context": CTX, "question": "When?", "answer": [], "start_idx": []}) + "\n")
+    with pytest.raises(S3DataError) as info:
+        read_s3_json(path, "adqa")
+    assert (info.value.line, info.value.field) == (1, "answer")
+
+
+def test_non_utf8_file_names_the_line(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(json.dumps(RECORDS["imdb"][0]).encode() + b'\n{"text": "caf\xe9 film", "label": 1}\n')
+    with pytest.raises(S3DataError, match=r"latin1\.jsonl, line 2: not UTF-8"):
+        read_s3_json(path, "imdb")

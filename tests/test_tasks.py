@@ -77,3 +77,18 @@ def test_bad_yaml_names_file_and_field(tmp_path):
         load_task_yaml(path)
     with pytest.raises(S3ConfigError, match="unknown task"):
         get_task("no-such-task")
+
+
+def test_task_yaml_with_bad_prompts_names_the_file(tmp_path):
+    path = tmp_path / "prompted.yaml"
+    path.write_text("name: p\nkind: classification\ndescription: d\ninput_fields: [text]\nlabel_names: [a, b]\n"
+                    "prompts: {version: '1', sytem: typo}\n")
+    with pytest.raises(S3ConfigError, match=r"prompted\.yaml: .*sytem"):
+        load_task_yaml(path)
+
+
+def test_fingerprint_ignores_where_gold_data_lives():
+    import dataclasses
+
+    rte = get_task("rte")
+    assert dataclasses.replace(rte, hub_gold={"path": "me/rte"}).fingerprint() == rte.fingerprint()
