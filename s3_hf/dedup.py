@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from .atomic import write_json_atomic
 
 REASON_DUPLICATE = "duplicate"
 REASON_NEAR_DUPLICATE = "near_duplicate"
@@ -56,6 +57,9 @@ class Deduplicator:
             text is a near duplicate
             (``None`` to check exact/normalised duplicates only).
         shingle_size: words per shingle.
+        min_shingles: the near-duplicate test only compares texts that both have at least this many shingles; a
+            shorter text ("what a film") is checked for exact/normalised duplicates only, since its one or two
+            shingles would be "contained" in any longer text that happens to use the phrase.
         scope: extra fields that must also match for two examples to count as duplicates (e.g. the premise of
             an entailment pair, since the same hypothesis under another premise is a different example).
     """
@@ -66,15 +70,19 @@ class Deduplicator:
         *,
         near_threshold: float | None = 0.8,
         shingle_size: int = 3,
+        min_shingles: int = 5,
         scope: tuple[str, ...] = (),
     ):
         if near_threshold is not None and not 0 < near_threshold <= 1:
             raise ValueError(f"near_threshold must be in (0, 1] or None, got {near_threshold!r}")
         if shingle_size < 1:
             raise ValueError(f"shingle_size must be >= 1, got {shingle_size!r}")
+        if min_shingles < 1:
+            raise ValueError(f"min_shingles must be >= 1, got {min_shingles!r}")
         self.field = field
         self.near_threshold = near_threshold
         self.shingle_size = shingle_size
+        self.min_shingles = min_shingles
         self.scope = tuple(scope)
         self._exact: set[str] = set()
         self._texts: list[tuple[str, str]] = []  # (scope digest, normalised text), for save/near lookup
@@ -103,6 +111,8 @@ class Deduplicator:
         if self.near_threshold is None or not norm:
             return None
         signature = _shingles(norm, self.shingle_size)
+        if len(signature) < self.min_shingles:  # too short for the overlap test: exact/normalised only
+            return None
         counts: Counter[int] = Counter()
         for shingle in signature:
             counts.update(self._index.get((scope, shingle), ()))
@@ -125,8 +135,8 @@ class Deduplicator:
             return
         self._exact.add(marker)
         self._texts.append((scope, norm))
-        if self.near_threshold is not None:
-            signature = _shingles(norm, self.shingle_size)
+        signature = _shingles(norm, self.shingle_size) if self.near_threshold is not None else set()
+        if len(signature) >= self.min_shingles:  # short texts are never near-duplicate candidates
             idx = len(self._signatures)
             self._signatures.append(signature)
             for shingle in signature:
@@ -159,19 +169,15 @@ class Deduplicator:
 
     def save(self, path: str | Path) -> Path:
         """Write the remembered (normalised) texts as JSON, atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "field": self.field,
             "near_threshold": self.near_threshold,
             "shingle_size": self.shingle_size,
+            "min_shingles": self.min_shingles,
             "scope": list(self.scope),
             "texts": self._texts,
         }
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(path, state, indent=None)
 
     @classmethod
     def load(cls, path: str | Path) -> Deduplicator:
@@ -181,6 +187,7 @@ class Deduplicator:
             state["field"],
             near_threshold=state["near_threshold"],
             shingle_size=state["shingle_size"],
+            min_shingles=state.get("min_shingles", 5),
             scope=tuple(state["scope"]),
         )
         for scope, norm in state["texts"]:

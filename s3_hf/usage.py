@@ -13,11 +13,12 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from .atomic import write_text_atomic
 
 # $ per 1M prompt tokens, $ per 1M completion tokens (public list prices; override with LLMConfig.prices)
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
@@ -29,6 +30,22 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-3.5-turbo": (0.50, 1.50),
     "local": (0.0, 0.0),
 }
+
+
+class PriceTable(dict):
+    """``model -> ($ per 1M prompt tokens, $ per 1M completion tokens)``; also built from a JSON object string, so
+    ``--prices '{"my-model": [0.2, 0.8]}'`` works on a CLI (``HfArgumentParser`` calls the field's type on it)."""
+
+    def __init__(self, value: Any = (), /):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"prices must be a JSON object {{model: [prompt, completion]}}: {err}") from None
+            if not isinstance(value, dict):
+                raise ValueError(f"prices must be a JSON object {{model: [prompt, completion]}}, got {value!r}")
+        items = value.items() if isinstance(value, dict) else value
+        super().__init__((model, tuple(price) if isinstance(price, list) else price) for model, price in items)
 
 
 def price_for(model: str, prices: dict[str, tuple[float, float]]) -> tuple[float, float] | None:
@@ -143,9 +160,4 @@ class UsageTracker:
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`summary` as JSON (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, json.dumps(self.summary(), indent=2) + "\n")

@@ -189,3 +189,23 @@ def test_dedup_catches_a_copied_excerpt_of_a_longer_text():
     excerpt = gold[: len(gold) // 2] + " ... }"
     assert dedup.check(excerpt) == "near_duplicate"
     assert dedup.check("A quiet family drama about three sisters and a farm, warmly acted and beautifully shot.") is None
+
+
+def test_dedup_short_text_is_not_a_near_duplicate_of_a_longer_one_containing_it(tmp_path):
+    dedup = Deduplicator("text")
+    dedup.seed(["Honestly, what a film: the cast, the score and the pacing all work, and I would watch it again."])
+    assert dedup.check("What a film!") is None  # one shingle, "contained" in the review: not a copy
+    assert dedup.check_and_add("what a film") is None
+    assert dedup.check("What a FILM.") == "duplicate"  # exact/normalised duplicates of short texts still caught
+    long_copy = "Honestly, what a film: the cast, the score and the pacing all work and I would watch it"
+    assert dedup.check(long_copy) == "near_duplicate"
+    again = Deduplicator.load(dedup.save(tmp_path / "d.json"))
+    assert again.min_shingles == 5 and again.check("what a film") == "duplicate" and again.check(long_copy)
+
+
+def test_usage_save_is_atomic_json(tmp_path):
+    usage = UsageTracker(prices={"m": (1.0, 2.0)})
+    usage.add(stage="seed", round_index=0, model="m", prompt_tokens=10)
+    path = usage.save(tmp_path / "sub" / "usage.json")
+    assert json.loads(path.read_text())["total"]["prompt_tokens"] == 10
+    assert [p.name for p in path.parent.iterdir()] == ["usage.json"]
