@@ -30,6 +30,7 @@ import datasets
 import numpy as np
 
 from . import assets
+from .dedup import normalise_text
 from .errors import S3ConfigError, S3DataError
 from .tasks import TaskSpec, get_task
 
@@ -38,11 +39,6 @@ IMDB_VALIDATION_SIZE = 1000
 IMDB_TEST_SIZE = 2000
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-def normalize_text(text: str) -> str:
-    """Lower-cased text with runs of non-word characters folded: the key for duplicate checks."""
-    return re.sub(r"\W+", " ", text.lower()).strip()
 
 
 def split_sentences(text: str) -> list[tuple[int, str]]:
@@ -135,13 +131,13 @@ def qnli_pairs(articles: list[dict[str, Any]]) -> dict[str, list]:
             for qa in paragraph["qas"]:
                 answer = qa["answers"][0]
                 a_start, a_end = answer["answer_start"], answer["answer_start"] + len(answer["text"])
-                words = set(normalize_text(qa["question"]).split())
+                words = set(normalise_text(qa["question"]).split())
                 positive, negatives = None, []
                 for s_start, sentence in sentences:
                     if s_start <= a_start and a_end <= s_start + len(sentence):
                         positive = sentence
                     else:
-                        negatives.append((len(words & set(normalize_text(sentence).split())), sentence))
+                        negatives.append((len(words & set(normalise_text(sentence).split())), sentence))
                 if positive is None or not negatives:
                     continue  # the answer crosses a sentence boundary
                 negative = max(negatives, key=lambda item: item[0])[1]
@@ -177,17 +173,20 @@ def _canonical_rows(spec: TaskSpec, table: datasets.Dataset, origin: str) -> dat
     if missing:
         raise S3DataError(f"lacks column(s) {missing}; has {table.column_names}", file=origin, field=missing[0])
     table = table.select_columns(list(spec.columns))
-    rows = table.to_list()
-    if not spec.is_qa:  # GLUE test splits carry label -1: unlabelled, dropped
-        rows = [row for row in rows if row["label"] != -1]
-    for index, row in enumerate(rows):
+    header = 1 if origin.endswith(".csv") else 0  # a csv file's first line names the columns
+    kept = []
+    for index, row in enumerate(table.to_list()):
+        if not spec.is_qa and row["label"] == -1:
+            continue  # GLUE test splits carry label -1: unlabelled, dropped
         problem = spec.invalid_reason(row, check_lengths=False)
         if problem is not None:
             field, reason = problem
-            line = index + 1 if origin.endswith((".jsonl", ".csv")) else None
+            line = index + 1 + header if origin.endswith((".jsonl", ".csv")) else None
             raise S3DataError(reason, file=origin, line=line, row=None if line else index + 1, field=field)
         if not spec.is_qa:
             row["label"] = spec.label_id(row["label"])
+        kept.append(row)
+    rows = kept
     if not rows:
         return datasets.Dataset.from_dict({c: [] for c in spec.columns}, features=spec.features)
     return datasets.Dataset.from_list(rows, features=spec.features)
@@ -247,6 +246,8 @@ def load_gold(task: str | TaskSpec, source: str = "offline", *, name: str | None
     path = Path(source)
     if path.exists():
         return _load_local(spec, path)
+    if path.suffix in _SUFFIXES or source.startswith((".", "/", "~")):
+        raise S3ConfigError(f"gold source {source!r}: no such file or folder")
     if "/" in source or re.fullmatch(r"[\w.-]+", source):
         return _load_hub(spec, source, name)
     raise S3ConfigError(f"gold source {source!r} is neither 'offline', an existing path, nor a Hub dataset id")

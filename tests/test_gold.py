@@ -74,3 +74,18 @@ def test_gold_from_a_hub_dataset_id_maps_glue_columns(hub_server):
     assert gold["train"]["label"] == [0, 1]
     assert gold["train"].features["label"].names == ["entailment", "not_entailment"]
     assert gold["test"].num_rows == 0  # GLUE test labels are hidden (-1): unlabelled rows are dropped
+
+
+def test_csv_gold_error_line_counts_the_header_and_dropped_rows(tmp_path):
+    path = tmp_path / "rte_test.csv"
+    path.write_text("sentence1,sentence2,label\nA man walks.,Someone walks.,0\nHidden.,Label.,-1\nA cat.,An animal.,7\n")
+    with pytest.raises(S3DataError) as info:
+        load_gold("rte", str(path))
+    assert (info.value.line, info.value.field) == (4, "label")
+
+
+def test_a_missing_local_file_is_not_taken_for_a_hub_id(tmp_path):
+    with pytest.raises(S3ConfigError, match="no such file"):
+        load_gold("rte", str(tmp_path / "gold.jsonl"))
+    with pytest.raises(S3ConfigError, match="no such file"):
+        load_gold("rte", "rte_gold.jsonl")
