@@ -34,25 +34,40 @@ REASON_REFUSAL = "refusal"
 
 _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)(?:```|$)", re.DOTALL)
 
+# what a refusal declines to do; "help" but not "can't help but love this film"
+_DECLINED = (
+    r"(?:help(?!\s+but\b)|assist|comply|fulfil|fulfill|provide|write|create|generate|produce|complete|continue|"
+    r"do that|do this)"
+)
+_CANNOT = r"(?:can(?:'|no)?t|cannot|won'?t|will not|am unable to|'m unable to|am not able to|'m not able to)"
 # a refusal when the whole reply is not JSON (checked near the start of the reply)
 _REFUSAL_LOOSE = re.compile(
-    r"\b(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:'|no)?t (?:help|assist|comply|fulfil|provide|write|create|"
-    r"generate|do that)|i cannot|i won'?t be able|i will not|i'?m (?:not able|unable)|i am (?:not able|unable)|"
-    r"as an ai\b|as a language model|i must decline)",
+    rf"\b(?:i'?m sorry|i am sorry|i apologi[sz]e|i {_CANNOT} {_DECLINED}|i cannot|i won'?t be able|"
+    r"i will not|i'?m (?:not able|unable)|i am (?:not able|unable)|as an ai\b|as a language model|i must decline)",
     re.IGNORECASE,
 )
-# a refusal inside a parsed field: stricter, since "I'm sorry I watched this" is a fine negative review
+# a refusal inside a parsed field: stricter, since "I'm sorry I watched this" and "Unfortunately, the script fails to
+# create any tension" are fine negative reviews. The field must open with "I can't <do it>", "As an AI...", or an
+# apology ("I'm sorry", "Unfortunately") followed in the same sentence by "I can't <do it>" / "as an AI"
 _REFUSAL_STRICT = re.compile(
-    r"^\W*(?:i'?m sorry|i am sorry|i apologi[sz]e|unfortunately|i can(?:'|no)?t|i cannot|i am unable|i'?m unable|"
-    r"as an ai)[^.!?\n]{0,100}\b(?:help|assist|comply|fulfil|fulfill|provide|write|create|generate|produce|"
-    r"complete|request|language model|ai|know what you mean|understand what you mean)\b",
+    rf"^\W*(?:i {_CANNOT} (?:\w+ ){{0,2}}?{_DECLINED}\b|as an ai\b|as a language model\b|"
+    rf"(?:i'?m sorry|i am sorry|i apologi[sz]e|unfortunately)\b[^.!?\n]{{0,80}}?"
+    rf"\b(?:i {_CANNOT} (?:\w+ ){{0,2}}?{_DECLINED}\b|as an ai\b|as a language model\b))",
     re.IGNORECASE,
 )
-# the model asks back instead of answering ("Can you please provide more context?")
+# the model asks back instead of answering ("Can you please provide more context?"); in the raw reply
 _CLARIFICATION = re.compile(
     r"\b(?:(?:can|could) you (?:please )?(?:provide|clarify|give me|tell me|share)|"
     r"(?:provide|need) (?:some |a bit )?more (?:context|information|details)|"
     r"i (?:don'?t|do not) (?:know|understand) what you mean)",
+    re.IGNORECASE,
+)
+# ... and inside a parsed field, where the generated text may itself be a question ("Can you tell me who directed
+# it?" is a fine QNLI/AdQA question): only asking for context about the request itself counts
+_CLARIFICATION_IN_FIELD = re.compile(
+    r"\b(?:(?:can|could) you (?:please )?clarify\b|"
+    r"(?:provide|need|give me|share) (?:some |a bit |a little )?more (?:context|information|details)\b|"
+    r"i (?:don'?t|do not) (?:know|understand) what you mean|what do you mean by)",
     re.IGNORECASE,
 )
 REASON_DELIMITER_LEAK = "delimiter_leak"
@@ -222,12 +237,15 @@ def refusal_reason(text: str | None, parsed: Mapping[str, Any] | None = None) ->
     """``"refusal"`` when the model declined the request, else ``None``.
 
     Without a parsed object the raw reply is searched loosely (its first 200 characters); with one, only string
-    fields that *start* with an apology tied to the request count, so a review reading "I'm sorry I watched this
-    film" is not a refusal.
+    fields that *start* with a refusal ("I can't write...", "As an AI...", "I'm sorry, but I can't...") count, so
+    "I'm sorry I watched this film", "I can't help but love it" and "Unfortunately, the script fails to create any
+    tension" are not refusals; and a question in a field counts only when it asks for context about the request
+    ("Could you clarify...?"), since the generated field may itself be a question ("Can you tell me who directed
+    it?").
     """
     if parsed is not None:
         for value in parsed.values():
-            if isinstance(value, str) and (_REFUSAL_STRICT.search(value) or _CLARIFICATION.search(value)):
+            if isinstance(value, str) and (_REFUSAL_STRICT.search(value) or _CLARIFICATION_IN_FIELD.search(value)):
                 return REASON_REFUSAL
         return None
     if text and (_REFUSAL_LOOSE.search(text[:200]) or _CLARIFICATION.search(text[:300])):
