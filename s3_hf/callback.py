@@ -51,7 +51,7 @@ import numpy as np
 from transformers import Trainer, TrainerCallback
 
 from .errors import S3ConfigError, S3DataError
-from .metrics import best_em_f1, classification_logits, flatten_batches, softmax
+from .metrics import best_em_f1, classification_logits, flatten_batches, predicted_labels, softmax
 from .qa import postprocess_predictions, qa_logits
 from .s3_json import write_s3_json
 from .tasks import TaskSpec, get_task
@@ -359,17 +359,15 @@ class MisclassificationCallback(TrainerCallback):
                     row=row + 1,
                     field="label",
                 )
-        if logits.ndim == 1:
-            predicted, probabilities = logits.astype(np.int64), None
-        else:
-            predicted, probabilities = logits.argmax(axis=-1), softmax(logits)
+        predicted = predicted_labels(logits)
         wrong = np.nonzero(predicted != gold)[0]
         extra = {
             "predicted_label": [int(p) for p in predicted[wrong]],
-            "probabilities": [] if probabilities is None else probabilities[wrong].astype(np.float32).tolist(),
+            # label ids from preprocess_logits_for_metrics carry no probabilities
+            "probabilities": (
+                [None] * len(wrong) if logits.ndim == 1 else softmax(logits[wrong]).astype(np.float32).tolist()
+            ),
         }
-        if probabilities is None:
-            extra["probabilities"] = [None] * len(wrong)
         extra_features = {
             "predicted_label": datasets.ClassLabel(names=list(self.task.label_names)),
             "probabilities": datasets.List(datasets.Value("float32")),

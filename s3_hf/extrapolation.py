@@ -34,9 +34,9 @@ from .prompts import PromptSet
 from .s3_json import read_s3_json
 from .synthesis import (
     SynthesisOutcome,
-    _request,
     example_validator,
     format_prompt,
+    generation_request,
     make_deduplicator,
     messages_for,
     output_prefill,
@@ -115,6 +115,8 @@ class ErrorExtrapolator:
         self.engine = engine
         if not isinstance(per_error, int) or per_error < 1:
             raise S3ConfigError(f"ErrorExtrapolator per_error must be a positive integer, got {per_error!r}")
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise S3ConfigError(f"ErrorExtrapolator max_attempts must be a positive integer, got {max_attempts!r}")
         if max_errors is not None and (not isinstance(max_errors, int) or max_errors < 0):
             raise S3ConfigError(f"ErrorExtrapolator max_errors must be None or >= 0, got {max_errors!r}")
         if max_example_chars < 50:
@@ -181,7 +183,7 @@ class ErrorExtrapolator:
             digest = hashlib.sha256(json.dumps(example, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
             for sample in range(self.per_error):
                 out.append(
-                    _request(
+                    generation_request(
                         messages=messages_for(self.prompts, user),
                         validate=example_validator(spec, label=label_id, context=context),
                         key={

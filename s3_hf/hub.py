@@ -301,9 +301,16 @@ class RoundPublisher:
             )
         refs, _ = self._retry("list_repo_refs", lambda: api.list_repo_refs(repo_id, repo_type="dataset"))
         tags = {t.name: t.target_commit for t in refs.tags}
-        head = next(b.target_commit for b in refs.branches if b.name == "main")
+        head = next((b.target_commit for b in refs.branches if b.name == "main"), None)
+        if head is None:
+            raise PublishError(
+                f"Hub dataset repo {repo_id} has no 'main' branch (branches: {sorted(b.name for b in refs.branches)}); "
+                "S3 publishes each round as a commit on main: create it, or publish to another repo"
+            )
         card = self._read_remote(api, head, CARD)
-        files = api.list_repo_files(repo_id, repo_type="dataset", revision=head)
+        files, _ = self._retry(
+            "list_repo_files", lambda: api.list_repo_files(repo_id, repo_type="dataset", revision=head)
+        )
         _check_compatible(self.target, self.spec, card.decode("utf-8") if card else None, files)
 
         if tag in tags:

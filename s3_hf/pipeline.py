@@ -30,9 +30,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from . import report
+from .atomic import write_json_atomic
 from .errors import S3ConfigError, S3Error
+from .llm_engine import _help
 from .tasks import TaskSpec, get_task
 from .yaml_fields import read_yaml_fields
 
@@ -42,10 +45,24 @@ METHODS = ("s3", "zerogen")
 STATE_FILE = "state.json"
 STATE_FORMAT = 1
 GOLD_SUBSET_SEED = 0
+CLASSIFICATION_MAX_LENGTH = 128
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def parse_methods(value: str | list[str] | tuple[str, ...]) -> list[str]:
+    """``"s3 zerogen"``, ``"s3,zerogen"`` or ``["s3 zerogen"]`` -> ``["s3", "zerogen"]`` (CLI, YAML and Python alike)."""
+    items = [value] if isinstance(value, str) else list(value)
+    return [m for item in items for m in str(item).replace(",", " ").split()]
+
+
+def public_base_url(url: str | None) -> str | None:
+    """``url`` without userinfo (``user:pass@``), query string or fragment: safe to publish."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 @dataclass
@@ -109,6 +126,10 @@ class S3Config:
     local_model: str = field(
         default="qwen2.5-coder-0.5b", metadata=_help("embedded LLM: 'qwen2.5-coder-0.5b', 'smollm2' or a .gguf path")
     )
+    # The next three defaults deliberately differ from LLMConfig's generic ones: they are the S3 recipe's (the
+    # paper's sampling temperature 0.9; one example reply fits in 200 tokens; one embedded server on a small
+    # machine, where LLMConfig's 0 means "auto"). They are part of data_fingerprint(), so changing them invalidates
+    # resumable runs. The fields are repeated here flat because every S3Config field is a CLI flag.
     temperature: float = field(default=0.9, metadata=_help("LLM sampling temperature"))
     max_tokens: int = field(default=200, metadata=_help("LLM completion token limit per call"))
     max_concurrency: int = field(default=8, metadata=_help("LLM requests in flight at once"))
@@ -126,7 +147,13 @@ class S3Config:
     epochs: float = field(default=6.0, metadata=_help("training epochs per round (small seed sets need several)"))
     batch_size: int = field(default=16, metadata=_help("per-device train and eval batch size"))
     learning_rate: float = field(default=1e-4, metadata=_help("small-model learning rate"))
-    max_length: int = field(default=128, metadata=_help("small-model token budget per example"))
+    max_length: int | None = field(
+        default=None,
+        metadata=_help(
+            f"small-model token budget per example (default: {CLASSIFICATION_MAX_LENGTH} for classification, the "
+            "task's max_length for QA, e.g. 384 for adqa; QA windows overlap by min(128, max_length // 4) tokens)"
+        ),
+    )
     seed: int = field(default=42, metadata=_help("seed of training, sampling and LLM calls"))
     # ------------------------------------------------------------------ publishing
     push_to_hub: str | None = field(
@@ -139,9 +166,7 @@ class S3Config:
     publish: bool = field(default=True, metadata=_help("publish each round (Hub repo or local folder)"))
 
     def __post_init__(self):
-        if isinstance(self.method, str):
-            self.method = [m.strip() for m in self.method.replace(",", " ").split() if m.strip()]
-        self.method = list(self.method)
+        self.method = parse_methods(self.method)
         if not self.method or any(m not in METHODS for m in self.method) or len(set(self.method)) != len(self.method):
             raise S3ConfigError(f"S3Config.method must be distinct values of {METHODS}, got {self.method!r}")
         self.spec  # noqa: B018 - raises S3ConfigError for an unknown task
@@ -176,8 +201,15 @@ class S3Config:
             raise S3ConfigError(f"S3Config.learning_rate must be > 0, got {self.learning_rate!r}")
         if not 0 <= self.temperature <= 2:
             raise S3ConfigError(f"S3Config.temperature must be in [0, 2], got {self.temperature!r}")
-        if self.max_length < 16:
-            raise S3ConfigError(f"S3Config.max_length must be >= 16, got {self.max_length!r}")
+        if self.max_length is None:
+            self.max_length = self.spec.max_length if self.spec.is_qa else CLASSIFICATION_MAX_LENGTH
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 16:
+            raise S3ConfigError(f"S3Config.max_length must be an integer >= 16, got {self.max_length!r}")
+        if self.spec.is_qa:  # fail before any LLM call, not at round_0.train
+            from .qa import check_lengths
+            from .training import default_doc_stride
+
+            check_lengths(self.max_length, default_doc_stride(self.max_length))
         if self.output_dir is None:
             self.output_dir = os.path.join("runs", self.spec.name)
         if not self.output_dir:
@@ -225,6 +257,12 @@ class S3Config:
         """The run config as plain JSON-able data (holds no secret: only the NAME of the key's variable)."""
         return dataclasses.asdict(self)
 
+    def public_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` fit to publish or write to disk: ``base_url`` without userinfo or query string."""
+        data = self.to_dict()
+        data["base_url"] = public_base_url(self.base_url)
+        return data
+
     def data_fingerprint(self) -> str:
         """sha256 of the fields that change the data or the scores (not rounds/method/stop_after/publishing)."""
         ignore = {
@@ -264,22 +302,50 @@ def config_from_args(argv: list[str] | None = None) -> S3Config:
     parser.add_argument("--config", default=None, help="YAML file of S3Config fields (flags override it)")
     if known.config:
         data = read_yaml_fields(known.config, S3Config)
-        if isinstance(data.get("method"), str):
-            data["method"] = [data["method"]]
+        if "method" in data:
+            data["method"] = parse_methods(data["method"])
         parser.set_defaults(**data)
     (config,) = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)[:1]
     return config
 
 
-# ---------------------------------------------------------------------- small helpers
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, ensure_ascii=False, indent=2, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+# ---------------------------------------------------------------------- LLM usage across resumed runs
+_USAGE_SUMS = ("requests", "cached_requests", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
+def _usage_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    totals: dict[str, Any] = {key: sum(r.get(key, 0) for r in rows) for key in _USAGE_SUMS}
+    totals["priced"] = all(r.get("priced", True) for r in rows)
+    return totals
+
+
+def merge_usage(previous: dict[str, Any] | None, session: dict[str, Any]) -> dict[str, Any]:
+    """``llm_usage.json`` after one more process (``session``: :meth:`UsageTracker.summary`): the sessions so far
+    plus this one under ``sessions``, and ``rows``/``by_stage``/``by_round``/``total`` summed over all of them, so a
+    resumed run keeps the tokens of the runs before it."""
+    sessions = list((previous or {}).get("sessions") or ([previous] if previous and previous.get("rows") else []))
+    sessions.append({**session, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    merged: dict[tuple, dict[str, Any]] = {}
+    for one in sessions:
+        for row in one.get("rows", []):
+            key = (row["stage"], row["round_index"], row["model"])
+            into = merged.setdefault(key, {"stage": key[0], "round_index": key[1], "model": key[2], "priced": True})
+            for name in _USAGE_SUMS:
+                into[name] = into.get(name, 0) + row.get(name, 0)
+            into["priced"] = into["priced"] and row.get("priced", True)
+    rows = [merged[key] for key in sorted(merged)]
+    return {
+        "rows": rows,
+        "by_stage": {
+            s: _usage_totals([r for r in rows if r["stage"] == s]) for s in sorted({r["stage"] for r in rows})
+        },
+        "by_round": {
+            str(k): _usage_totals([r for r in rows if r["round_index"] == k])
+            for k in sorted({r["round_index"] for r in rows})
+        },
+        "total": _usage_totals(rows),
+        "sessions": sessions,
+    }
 
 
 # ---------------------------------------------------------------------- the pipeline
@@ -351,7 +417,7 @@ class S3Pipeline:
 
     def _save_state(self) -> None:
         if self.process.is_main_process:
-            _write_json(self.state_path, self.state)
+            write_json_atomic(self.state_path, self.state)
 
     def done(self, stage: str) -> bool:
         return stage in self.state.get("done", [])
@@ -406,9 +472,16 @@ class S3Pipeline:
             if "validation" not in splits:
                 raise S3ConfigError(f"gold source {self.config.gold!r} has no validation split: {sorted(splits)}")
             validation = subset(splits["validation"], self.config.validation_size)
+            if not len(splits["validation"]):
+                raise S3ConfigError(f"gold source {self.config.gold!r}: the validation split has no labelled rows")
             test = None
-            if self.config.test_size and "test" in splits:
+            if self.config.test_size and len(splits.get("test") or []):
                 test = subset(splits["test"], self.config.test_size)
+            elif self.config.test_size and "test" in splits:
+                # e.g. GLUE's test splits: every label is -1 (hidden), so none is left: no score on 0 rows
+                logger.warning(
+                    "gold source %r: the test split has no labelled rows; skipping the test score", self.config.gold
+                )
             elif self.config.test_size:
                 logger.warning("gold source %r has no test split; skipping the test score", self.config.gold)
             self._gold = (validation, test)
@@ -586,7 +659,7 @@ class S3Pipeline:
 
             extra = ("predicted_label", "probabilities") if not self.spec.is_qa else ("predicted_answer", "f1")
             write_s3_json(errors_path, errors.to_list(), self.spec, extra_fields=extra)
-        if test is not None:
+        if test is not None and len(test):
             trainer.remove_callback(callback)  # the test set is not the gold validation set it is bound to
             test_features = tokenize_dataset(
                 self.spec, test, trainer.processing_class, split="test", max_length=c.max_length
@@ -644,7 +717,7 @@ class S3Pipeline:
         write_config_parquet(staging, "all", self._dataset(all_rows))
         sizes["all"] = len(all_rows)
         report.accuracy_plot(self.rows_table(k), self.spec, staging / "accuracy.png")
-        _write_json(staging / "s3_run_config.json", self.config.to_dict())
+        write_json_atomic(staging / "s3_run_config.json", self.config.public_dict())
         card = report.round_card(self.spec, self.config, sizes, self.rows_table(k), upto=k)
         (staging / "README.md").write_text(card, encoding="utf-8")
         published = self._push(staging, k, config)
@@ -700,6 +773,8 @@ class S3Pipeline:
         synth = self._synthesizer(make_deduplicator(self.spec))
         examples: list[dict[str, Any]] = []
         info: dict[str, Any] = {"target_rows": target, "requested": 0, "rejected": {}}
+        # zerogen shares the "seed" stage of round 0 with S3 (same prompts, cache replays): count only its own calls
+        usage_before = self._round_usage(("seed",), 0)
         start, passes = 0, 0
         # example i gets the same prompt as S3's seed example i: the first seed_size replies come from the cache
         while len(examples) < target and passes < 4:
@@ -713,7 +788,11 @@ class S3Pipeline:
             passes += 1
         write_s3_json(self.out / "zerogen" / "zerogen_train.jsonl", examples, self.spec)
         info["accepted"] = info["new_rows"] = len(examples)
-        info["usage"] = self._round_usage(("seed",), 0)
+        usage_after = self._round_usage(("seed",), 0)
+        info["usage"] = {
+            key: (usage_after[key] - usage_before.get(key, 0)) if key in _USAGE_SUMS else value
+            for key, value in usage_after.items()
+        }
         self.state["zerogen"] = info
 
     def _stage_zerogen_train(self) -> None:
@@ -742,7 +821,7 @@ class S3Pipeline:
         self.process.wait_for_everyone()
         self._load_state()
         if self.process.is_main_process:
-            _write_json(self.out / "s3_run_config.json", c.to_dict())
+            write_json_atomic(self.out / "s3_run_config.json", c.public_dict())
             self._save_state()
         self.process.wait_for_everyone()
         stopped = False
@@ -780,13 +859,26 @@ class S3Pipeline:
             f"# S3 run: {self.spec.name}\n\n## Rounds\n\n{results['table']}\n\n## Methods\n\n{results['methods']}\n"
         )
         (self.out / "report.md").write_text(report, encoding="utf-8")
-        _write_json(self.out / "results.json", {"rounds": self.rows_table(), "zerogen": self.state.get("zerogen")})
+        write_json_atomic(
+            self.out / "results.json", {"rounds": self.rows_table(), "zerogen": self.state.get("zerogen")}
+        )
+
+    def _save_usage(self, session: dict[str, Any]) -> None:
+        """Add this process's LLM usage to ``llm_usage.json`` (see :func:`merge_usage`)."""
+        path = self.out / "llm_usage.json"
+        previous = None
+        if path.is_file():
+            try:
+                previous = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                logger.warning("%s: unreadable; starting the usage record again", path)
+        write_json_atomic(path, merge_usage(previous, session))
 
     def close(self) -> None:
         if self._own_engine is not None:
             try:
                 if self.process.is_main_process:
-                    self._own_engine.usage.save(self.out / "llm_usage.json")
+                    self._save_usage(self._own_engine.usage.summary())
             except Exception:  # the usage file is a convenience; never hide the real error
                 logger.warning("could not save the LLM usage", exc_info=True)
             self._own_engine.close()

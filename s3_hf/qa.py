@@ -33,7 +33,8 @@ from .errors import S3ConfigError
 from .metrics import flatten_batches
 
 
-def _check_lengths(max_length: int, doc_stride: int) -> None:
+def check_lengths(max_length: int, doc_stride: int) -> None:
+    """Raise :class:`~s3_hf.errors.S3ConfigError` unless ``0 <= doc_stride < max_length``."""
     if doc_stride < 0 or doc_stride >= max_length:
         raise S3ConfigError(
             f"need 0 <= doc_stride < max_length, got doc_stride={doc_stride} and max_length={max_length}"
@@ -41,7 +42,7 @@ def _check_lengths(max_length: int, doc_stride: int) -> None:
 
 
 def _tokenize(examples: dict[str, list], tokenizer, max_length: int, doc_stride: int):
-    _check_lengths(max_length, doc_stride)
+    check_lengths(max_length, doc_stride)
     pad_on_right = tokenizer.padding_side == "right"
     questions = [q.lstrip() for q in examples["question"]]
     return pad_on_right, tokenizer(

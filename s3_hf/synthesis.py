@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -37,10 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_json_atomic
 from .dedup import Deduplicator
 from .errors import S3ConfigError
 from .output_parsing import delimit_data
 from .prompts import LABEL_HINTS, RATIONALE_ASPECTS, PromptSet
+from .s3_json import qa_id
 from .tasks import TaskSpec, get_task
 
 logger = logging.getLogger(__name__)
@@ -130,10 +131,6 @@ def find_span(context: str, answer: str) -> int | None:
     return start if start >= 0 else None
 
 
-def qa_id(context: str, question: str) -> str:
-    return hashlib.sha1(f"{context}\x00{question}".encode()).hexdigest()[:24]
-
-
 def example_validator(
     spec: TaskSpec, *, label: int | None = None, context: str | None = None
 ) -> Callable[[dict], tuple[dict | None, str | None]]:
@@ -220,7 +217,8 @@ def stage_usage(engine: Any, *, stage: str, round_index: int) -> dict[str, Any]:
         return {}
 
 
-def _request(**kwargs: Any) -> Any:
+def generation_request(**kwargs: Any) -> Any:
+    """A :class:`~s3_hf.llm_engine.GenerationRequest` (imported lazily)."""
     from .llm_engine import GenerationRequest
 
     return GenerationRequest(**kwargs)
@@ -297,7 +295,7 @@ class SeedSynthesizer:
                 aspect = RATIONALE_ASPECTS[j % len(RATIONALE_ASPECTS)]
                 user = format_prompt(self.prompts.rationale, self.spec, label=label, n=per_request, aspect=aspect)
                 requests.append(
-                    _request(
+                    generation_request(
                         messages=messages_for(self.prompts, user),
                         validate=_validate_rationales,
                         key={
@@ -347,7 +345,7 @@ class SeedSynthesizer:
             del texts[self.rationales_per_label :]
         self._rationales = found
         if path is not None:
-            _write_json_atomic(Path(path), found)
+            write_json_atomic(Path(path), found)
         return found
 
     # ------------------------------------------------------------------ examples
@@ -396,7 +394,7 @@ class SeedSynthesizer:
                 "rationales": plan.get("rationales"),
             }
             out.append(
-                _request(
+                generation_request(
                     messages=messages_for(self.prompts, user),
                     validate=example_validator(spec, label=plan.get("label"), context=context),
                     key=key,
@@ -454,10 +452,3 @@ def _is_content(text: str) -> bool:
     """False for template placeholders a small model copies from the prompt (``...``, ``<reason>``)."""
     letters = sum(ch.isalpha() for ch in text)
     return letters >= 3 and not (text.startswith("<") and text.endswith(">"))
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, path)

@@ -46,6 +46,11 @@ from .tasks import TaskSpec, get_task
 DEFAULT_DOC_STRIDE = 128
 
 
+def default_doc_stride(max_length: int) -> int:
+    """QA window overlap for a ``max_length`` token budget: ``min(128, max_length // 4)``, always below it."""
+    return min(DEFAULT_DOC_STRIDE, max_length // 4)
+
+
 def _check_columns(spec: TaskSpec, dataset: datasets.Dataset, what: str) -> None:
     missing = [c for c in spec.columns if c not in dataset.column_names]
     if missing:
@@ -63,7 +68,7 @@ def tokenize_dataset(
     *,
     split: str = "train",
     max_length: int | None = None,
-    doc_stride: int = DEFAULT_DOC_STRIDE,
+    doc_stride: int | None = None,
 ) -> datasets.Dataset:
     """Tokenize a canonical dataset for the small model, without padding.
 
@@ -78,12 +83,14 @@ def tokenize_dataset(
         tokenizer: a fast tokenizer (QA needs offsets).
         split: ``"train"`` or an evaluation split name.
         max_length: token budget; default ``task.max_length``.
-        doc_stride: QA: overlap between the windows of one long context.
+        doc_stride: QA: overlap between the windows of one long context; default
+            :func:`default_doc_stride` of ``max_length``.
     """
     spec = get_task(task)
     _check_columns(spec, dataset, split)
     max_length = max_length or spec.max_length
     if spec.is_qa:
+        doc_stride = default_doc_stride(max_length) if doc_stride is None else doc_stride
         if not getattr(tokenizer, "is_fast", False):
             raise S3ConfigError(f"QA needs a fast tokenizer (offset mappings); got {type(tokenizer).__name__}")
         function = prepare_train_features if split == "train" else prepare_eval_features
@@ -133,7 +140,7 @@ def build_trainer(
     collect_errors: bool = True,
     group_by_length: bool = False,
     max_length: int | None = None,
-    doc_stride: int = DEFAULT_DOC_STRIDE,
+    doc_stride: int | None = None,
     f1_threshold: float | None = None,
 ) -> Trainer:
     """A ready :class:`~transformers.Trainer` for ``task`` on canonical datasets, with dynamic padding.
@@ -150,7 +157,7 @@ def build_trainer(
             it is also available as ``trainer.misclassification_callback``.
         group_by_length: batch training examples of similar length.
         max_length: token budget; default ``task.max_length``.
-        doc_stride: QA window overlap.
+        doc_stride: QA window overlap; default :func:`default_doc_stride` of ``max_length``.
         f1_threshold: QA: see :class:`~s3_hf.callback.MisclassificationCallback`.
     """
     spec = get_task(task)

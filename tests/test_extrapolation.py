@@ -109,3 +109,11 @@ def test_long_gold_text_is_cut_in_prompt():
     ErrorExtrapolator("imdb", engine, max_example_chars=100).extrapolate([{"text": "word " * 500, "label": 1}])
     prompt = user_prompt(engine.seen[0][2])
     assert "word " * 19 in prompt and "word " * 30 not in prompt and " ..." in prompt
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_max_attempts_is_validated_like_the_seed_synthesizer(bad):
+    from s3_hf.errors import S3ConfigError
+
+    with pytest.raises(S3ConfigError, match=f"max_attempts.*{bad!r}"):
+        ErrorExtrapolator("rte", FakeEngine(rte_responder), max_attempts=bad)

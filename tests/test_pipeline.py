@@ -519,3 +519,89 @@ def test_kill_9_during_seed_synthesis_repeats_no_completed_call(tmp_path, tiny_m
     # calls that were cached (replayed now) or in flight at the kill (sent again)
     cached = state["s3"]["rounds"]["0"]["usage"]["cached_requests"]
     assert 2 + cached <= before <= 2 + cached + 2
+
+
+# ---------------------------------------------------------------------- review fixes: defaults, YAML, secrets, gold, usage
+def test_default_token_budget_fits_each_task_before_any_llm_call():
+    from s3_hf.training import default_doc_stride
+
+    adqa = S3Config(task="adqa")  # the defaults once crashed at round_0.train (stride 128 == max_length 128)
+    assert adqa.max_length == 384 and default_doc_stride(adqa.max_length) == 96
+    assert S3Config(task="imdb").max_length == 128 and S3Config(task="adqa", max_length=64).max_length == 64
+    with pytest.raises(S3ConfigError, match="max_length.*8"):
+        S3Config(task="adqa", max_length=8)
+
+
+def test_yaml_method_string_is_split_like_the_flag(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text('method: "s3 zerogen"\nzerogen_size: 10\n')
+    assert config_from_args(["--config", str(path)]).method == ["s3", "zerogen"]
+    path.write_text("method: s3,zerogen\n")
+    assert config_from_args(["--config", str(path)]).method == ["s3", "zerogen"]
+
+
+def test_published_run_config_has_no_credentials_in_base_url():
+    config = S3Config(base_url="https://user:pa55@llm.example.com:8443/v1?api-key=k3y#x", model="m")
+    public = json.dumps(config.public_dict())
+    assert config.public_dict()["base_url"] == "https://llm.example.com:8443/v1"
+    assert "pa55" not in public and "k3y" not in public and "user" not in public
+    assert config.base_url.startswith("https://user:pa55@")  # the run itself still uses it
+
+
+def test_empty_gold_test_split_gives_no_score(tmp_path, monkeypatch, caplog):
+    """GLUE test splits hold only label -1 rows; dropped, nothing is left: no test score on 0 rows."""
+    import datasets
+
+    import s3_hf.gold
+    from s3_hf.pipeline import S3Pipeline
+
+    spec = S3Config().spec
+    rows = [{"text": f"review {i}", "label": i % 2} for i in range(6)]
+    splits = {
+        "validation": datasets.Dataset.from_list(rows, features=spec.features),
+        "test": datasets.Dataset.from_dict({"text": [], "label": []}, features=spec.features),
+    }
+    monkeypatch.setattr(s3_hf.gold, "load_gold", lambda spec, source: splits)
+    validation, test = S3Pipeline(S3Config(output_dir=str(tmp_path / "run"), gold="nyu-mll/glue")).gold()
+    assert len(validation) == 6 and test is None
+    assert "no labelled rows; skipping the test score" in caplog.text
+
+
+def test_zerogen_usage_counts_only_its_own_calls(tmp_path):
+    from fake_llm import FakeEngine
+
+    from s3_hf.pipeline import S3Pipeline
+    from s3_hf.usage import UsageTracker
+
+    def responder(request):
+        return {"text": f"A film review number {len(engine.seen)} that is long enough to keep."}
+
+    engine = FakeEngine(responder, usage=UsageTracker(prices={}))
+    engine.usage.add(stage="seed", round_index=0, model="fake", prompt_tokens=1000, completion_tokens=500)  # S3's
+    config = S3Config(output_dir=str(tmp_path / "run"), method="zerogen", zerogen_size=4, rationales_per_label=2)
+    pipeline = S3Pipeline(config, engine=engine)
+    pipeline._load_state()
+    (pipeline.out / "rationales.json").parent.mkdir(parents=True, exist_ok=True)
+    pipeline._stage_zerogen_data()
+    usage = pipeline.state["zerogen"]["usage"]
+    seed_calls = engine.calls["seed"]
+    assert seed_calls >= 4 and usage["requests"] == seed_calls
+    assert usage["prompt_tokens"] == 10 * seed_calls and usage["completion_tokens"] == 5 * seed_calls
+
+
+def test_llm_usage_json_accumulates_over_resumed_runs(tmp_path):
+    from s3_hf.pipeline import S3Pipeline
+    from s3_hf.usage import UsageTracker
+
+    pipeline = S3Pipeline(S3Config(output_dir=str(tmp_path / "run")))
+    for session in range(2):
+        tracker = UsageTracker(prices={})
+        tracker.add(stage="seed", round_index=0, model="m", prompt_tokens=100, completion_tokens=10)
+        tracker.add(stage="extrapolate", round_index=session + 1, model="m", prompt_tokens=7, completion_tokens=3)
+        pipeline._save_usage(tracker.summary())
+    saved = json.loads((tmp_path / "run" / "llm_usage.json").read_text())
+    assert len(saved["sessions"]) == 2
+    assert saved["total"]["requests"] == 4 and saved["total"]["prompt_tokens"] == 214
+    assert saved["by_stage"]["seed"]["completion_tokens"] == 20
+    assert {k: v["prompt_tokens"] for k, v in saved["by_round"].items()} == {"0": 200, "1": 7, "2": 7}
+    assert [r["requests"] for r in saved["rows"] if r["stage"] == "seed"] == [2]  # one row per (stage, round, model)

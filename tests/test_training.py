@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -16,6 +17,7 @@ import tiny_setup  # noqa: E402
 
 from s3_hf.errors import S3ConfigError, S3DataError  # noqa: E402
 from s3_hf.metrics import accuracy, compute_metrics_for, predicted_labels  # noqa: E402
+from s3_hf.tasks import get_task  # noqa: E402
 from s3_hf.training import build_trainer, tokenize_dataset  # noqa: E402
 
 torch.set_num_threads(1)
@@ -113,3 +115,29 @@ def test_accuracy_and_compute_metrics_handle_unconcatenated_batches():
     assert compute(EvalPrediction(predictions=as_tuple, label_ids=np.concatenate(labels)))["accuracy"] == 2 / 3
     with pytest.raises(S3ConfigError, match="eval_examples"):
         compute_metrics_for("adqa")
+
+
+def test_qa_window_overlap_follows_the_token_budget(models):
+    """The default overlap is below any budget, so adqa with a short max_length tokenizes instead of raising."""
+    from transformers import AutoTokenizer
+
+    from s3_hf.training import default_doc_stride
+
+    assert [default_doc_stride(n) for n in (16, 128, 384, 1024)] == [4, 32, 96, 128]
+    qa_tokenizer = AutoTokenizer.from_pretrained(models["qa"])
+    context = " ".join(f"word{i}" for i in range(300))
+    raw = datasets.Dataset.from_list(
+        [
+            {
+                "id": "a",
+                "context": context,
+                "question": "which word?",
+                "answers": {"text": ["word7"], "answer_start": [35]},
+            }
+        ],
+        features=get_task("adqa").features,
+    )
+    features = tokenize_dataset("adqa", raw, qa_tokenizer, split="eval", max_length=128)
+    assert len(features) > 1 and max(len(ids) for ids in features["input_ids"]) == 128
+    with pytest.raises(S3ConfigError, match="doc_stride=128 and max_length=128"):
+        tokenize_dataset("adqa", raw, qa_tokenizer, split="eval", max_length=128, doc_stride=128)
