@@ -9,7 +9,8 @@ chosen by configuration only (``base_url``, ``model``, the *name* of the environ
 - **Nothing lost, nothing paid twice**: every raw response goes to an append-only, fsync'd cache
   (:mod:`s3_hf.response_cache`) keyed by everything that changes the output, including the request's identity
   (``GenerationRequest.key``) and the attempt index; parsing and validation re-run on replay, so a killed run
-  restarted repeats no completed call.
+  restarted repeats no completed call. De-duplication rejections (which of two equal outputs came first) are recorded
+  in the cache too and replayed, so a resumed run reaches the same decisions whatever order requests finish in.
 - **Outputs you can trust**: JSON schema / JSON mode where the server has it, tolerant parsing otherwise
   (:mod:`s3_hf.output_parsing`), refusal detection, the request's own validator, optional de-duplication, retries of
   invalid outputs up to ``max_attempts``, and a :class:`GenerationReport` accounting for every request.
@@ -34,24 +35,25 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import hashlib
 import logging
 import math
 import os
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .atomic import write_json_atomic
 from .dedup import Deduplicator
 from .errors import S3ConfigError
 from .output_parsing import REASON_REFUSAL, delimiter_leak, extract_json, refusal_reason
 from .rate_limit import RateLimiter, estimate_tokens
 from .response_cache import ResponseCache, cache_key
-from .usage import DEFAULT_PRICES, UsageTracker
+from .usage import DEFAULT_PRICES, PriceTable, UsageTracker
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,25 @@ LOCAL_MODELS = ("qwen2.5-coder-0.5b", "smollm2")
 CHAT_TEMPLATES = ("chatml",)
 REASON_TRUNCATED = "truncated"
 _CACHE_FORMAT = 1
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_PREFIXES = ("sk-", "sk_", "hf_", "gsk_", "xai-", "ghp_", "gho_", "github_pat_", "glpat-", "AIza", "Bearer ")
+
+
+def looks_like_secret(value: Any) -> bool:
+    """Whether ``value`` could be a credential and must not be echoed: a known key prefix (``sk-``, ``hf_``...), a URL
+    with credentials (``https://user:key@host``), or a long token mixing lower case and digits (paths aside)."""
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    if text.startswith(_SECRET_PREFIXES):
+        return True
+    if "://" in text:
+        return "@" in text.split("://", 1)[1].split("/", 1)[0]
+    if len(text) < 20 or any(c.isspace() or c in "/\\" for c in text):
+        return False
+    return any(c.islower() for c in text) and any(c.isdigit() for c in text)
 
 
 def _help(text: str) -> dict[str, str]:
@@ -118,9 +139,12 @@ class LLMConfig:
         default="chatml", metadata=_help(f"template for prefill_mode='completions': {CHAT_TEMPLATES}")
     )
     cache_dir: str | None = field(default=None, metadata=_help("folder of the append-only response cache (None: off)"))
-    prices: dict[str, tuple[float, float]] = field(
-        default_factory=lambda: dict(DEFAULT_PRICES),
-        metadata=_help("model -> ($ per 1M prompt tokens, $ per 1M completion tokens)"),
+    prices: PriceTable = field(
+        default_factory=lambda: PriceTable(DEFAULT_PRICES),
+        metadata=_help(
+            "model -> ($ per 1M prompt tokens, $ per 1M completion tokens): a dict, or on a CLI a JSON object "
+            """such as '{"my-model": [0.2, 0.8]}' (replaces the default table)"""
+        ),
     )
     local_replicas: int = field(
         default=0,
@@ -138,7 +162,9 @@ class LLMConfig:
 
     def __post_init__(self):
         def bad(name: str, rule: str):
-            raise S3ConfigError(f"LLMConfig.{name} {rule}, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            shown = "a value that looks like an API key (not shown)" if looks_like_secret(value) else repr(value)
+            raise S3ConfigError(f"LLMConfig.{name} {rule}, got {shown}")
 
         if self.base_url is not None and not all(
             url.strip().startswith(("http://", "https://")) for url in str(self.base_url).split(",")
@@ -146,10 +172,17 @@ class LLMConfig:
             bad("base_url", "must start with http:// or https:// (or be None for the local server)")
         if not self.model:
             bad("model", "must be a non-empty model name")
-        if not self.api_key_env or not self.api_key_env.replace("_", "").isalnum():
-            bad("api_key_env", "must be the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key")
-        if self.api_key_env.startswith(("sk-", "hf_")):
-            raise S3ConfigError("LLMConfig.api_key_env must name an environment variable; it looks like a key")
+        # never echo api_key_env: a key pasted here by mistake must not reach a log or a traceback
+        if looks_like_secret(self.api_key_env):
+            raise S3ConfigError(
+                "LLMConfig.api_key_env looks like an API key, not the NAME of an environment variable (e.g. "
+                "OPENAI_API_KEY); the value is not shown. Put the key in that variable, never in the config"
+            )
+        if not isinstance(self.api_key_env, str) or not _ENV_NAME.fullmatch(self.api_key_env):
+            raise S3ConfigError(
+                "LLMConfig.api_key_env must be the NAME of an environment variable (letters, digits, _; e.g. "
+                f"OPENAI_API_KEY), got a value of {len(str(self.api_key_env or ''))} characters (not shown)"
+            )
         if self.base_url is None and self.local_model not in LOCAL_MODELS and not self.local_model.endswith(".gguf"):
             bad("local_model", f"must be one of {LOCAL_MODELS} or a .gguf path")
         if self.local_replicas < 0:
@@ -178,6 +211,10 @@ class LLMConfig:
             bad("chat_template", f"must be one of {CHAT_TEMPLATES}")
         if self.local_n_ctx < 256:
             bad("local_n_ctx", "must be >= 256")
+        try:
+            self.prices = PriceTable(self.prices)
+        except (TypeError, ValueError) as err:
+            raise S3ConfigError(f"LLMConfig.prices: {err}") from None
         for model, price in self.prices.items():
             if len(tuple(price)) != 2 or any(float(p) < 0 for p in price):
                 raise S3ConfigError(
@@ -635,7 +672,13 @@ class LLMEngine:
             attempt += 1
             example, reason = self._interpret(request, raw, prefill)
             if example is not None and dedup is not None:
-                reason = dedup.check_and_add(example)
+                # which of two equal outputs wins depends on completion order, which differs on a resumed run
+                # (cached requests finish in request order): replay the original run's rejection instead of
+                # re-deciding it, or the other member of the pair would lose and pay for a new attempt
+                recorded = self.cache.verdict(key) if self.cache is not None else None
+                reason = recorded or dedup.check_and_add(example)
+                if reason and recorded is None and self.cache is not None:
+                    self.cache.put_verdict(key, reason)
                 example = None if reason else example
             if example is not None:
                 return GenerationResult(request, example, None, attempt, usage, reasons, text)
@@ -734,18 +777,5 @@ class LLMEngine:
 
     def save_summary(self, path: str | os.PathLike) -> str:
         """Write ``{"model", "report", "usage"}`` as JSON (atomically); returns the path."""
-        import json
-
-        target = os.fspath(path)
-        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
         payload = {"model": self.config.model_id, "report": self.report.as_dict(), "usage": self.usage.summary()}
-        tmp = f"{target}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2)
-        os.replace(tmp, target)
-        return target
-
-
-def config_fields() -> dict[str, str]:
-    """``{field: help}`` of :class:`LLMConfig` (for docs and CLIs)."""
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(LLMConfig)}
+        return os.fspath(write_json_atomic(path, payload))

@@ -9,7 +9,8 @@ The key (:func:`cache_key`) is a sha256 over everything that changes the output:
 messages or prompt, the generation parameters, the schema, the prefill, the request's identity (task fingerprint,
 prompt version, stage, item, sample index) and the attempt index. Credentials and headers are never part of it.
 The raw completion is stored, and parsing/validation run again on replay, so a parser or validator change needs no
-new calls.
+new calls. Decisions that depend on run order (a de-duplication rejection) are stored as small verdict records
+(:meth:`ResponseCache.put_verdict`) and replayed as they were.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def canonical_json(value: Any) -> str:
 def cache_key(identity: dict[str, Any]) -> str:
     """sha256 hex of the canonical JSON of ``identity`` (everything that changes the output)."""
     return hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()
+
+
+def _verdict_key(key: str) -> str:
+    return cache_key({"verdict_for": key})
 
 
 def _record_hash(record: dict[str, Any]) -> str:
@@ -124,6 +129,17 @@ class ResponseCache:
             finally:
                 os.close(fd)
             self._records[key] = record
+
+    def put_verdict(self, key: str, reason: str) -> None:
+        """Record that the response under ``key`` was rejected by a decision that depends on run order (the
+        de-duplicator: which of two equal outputs came first), so a resumed run replays the decision instead of
+        re-deciding it in another completion order and paying for a new attempt."""
+        self.put(_verdict_key(key), {"verdict": reason}, request={"verdict_for": key})
+
+    def verdict(self, key: str) -> str | None:
+        """The rejection reason recorded by :meth:`put_verdict` for ``key``, or ``None``."""
+        response = self.get(_verdict_key(key))
+        return None if response is None else response.get("verdict")
 
     def records(self) -> list[dict[str, Any]]:
         """All loaded records (for inspection and tests)."""

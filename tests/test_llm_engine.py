@@ -325,3 +325,74 @@ def test_local_server_reports_a_missing_model_or_runtime_clearly(tmp_path):
     assert server.base_urls == [] and not server.running
     with pytest.raises(S3ConfigError, match="replicas.*0"):
         LocalLLMServer("smollm2", replicas=0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["sk-proj-AbC123_xyz-DEF456ghi789", "hf_AbCdEf0123456789xyz", "Bearer abc.def", "a1b2c3d4e5f6a7b8c9d0e1f2"],
+)
+def test_config_errors_never_echo_a_value_that_could_be_a_key(value):
+    with pytest.raises(S3ConfigError) as caught:
+        LLMConfig(api_key_env=value)
+    assert value not in str(caught.value) and value.split()[-1] not in str(caught.value)
+    assert "NAME of an environment variable" in str(caught.value)
+    with pytest.raises(S3ConfigError) as caught:  # a key pasted into another field is not echoed either
+        LLMConfig(base_url=value)
+    assert value not in str(caught.value) and "base_url" in str(caught.value)
+    assert LLMConfig(api_key_env="MY_PROVIDER_API_KEY_2").api_key_env == "MY_PROVIDER_API_KEY_2"
+
+
+def test_prices_from_the_cli_as_json():
+    from transformers import HfArgumentParser
+
+    (cfg,) = HfArgumentParser(LLMConfig).parse_args_into_dataclasses(
+        ["--prices", '{"my-model": [0.2, 0.8]}', "--base_url", "http://127.0.0.1:1/v1"]
+    )
+    assert cfg.prices == {"my-model": (0.2, 0.8)}
+    (default,) = HfArgumentParser(LLMConfig).parse_args_into_dataclasses([])
+    assert default.prices["gpt-4o-mini"] == (0.15, 0.60)
+    assert LLMConfig(prices='{"m": [1, 2]}').prices == {"m": (1, 2)}
+    with pytest.raises(S3ConfigError, match="prices"):
+        LLMConfig(prices="{not json")
+    with pytest.raises(S3ConfigError, match="prices.*'m'"):
+        LLMConfig(prices={"m": (1.0,)})
+
+
+def test_resumed_run_replays_duplicate_decisions_in_another_completion_order_without_new_calls(tmp_path):
+    from s3_hf.dedup import Deduplicator
+
+    served: dict[str, int] = {}
+
+    def responder(body):  # items 0 and 1 first say the same thing; item 1's retry says something new
+        item = last_user_text(body)
+        served[item] = served.get(item, 0) + 1
+        if item in ("item 0", "item 1") and served[item] == 1:
+            text = "The very same review, word for word, from both of them."
+        else:
+            text = f"A fresh review written for {item}, call {served[item]}, with its own words."
+        return json.dumps({"text": text, "label": "positive"})
+
+    def accepted(results):
+        return {r.request.meta["item"]: r.example["text"] for r in results if r.accepted}
+
+    with FakeOpenAIServer(responder=responder) as server:
+        cfg = config(server, tmp_path, max_concurrency=1)
+        with LLMEngine(cfg) as engine:  # run A: item 0 finishes first, item 1's copy is retried
+            first = engine.generate(make_requests(3, max_attempts=3), stage="seed", dedup=Deduplicator("text"))
+        assert server.stats()["calls"] == 4 and first[1].reasons == ["duplicate"] and first[1].attempts == 2
+        server.reset_stats()
+        with LLMEngine(cfg) as engine:  # replay in reverse order: item 1's cached copy now finishes first
+            replay = engine.generate(
+                list(reversed(make_requests(3, max_attempts=3))), stage="seed", dedup=Deduplicator("text")
+            )
+        assert server.stats()["calls"] == 0 and engine.report.api_calls == 0
+    assert accepted(replay) == accepted(first) and len(accepted(first)) == 3
+    assert engine.report.attempt_rejections == {"duplicate": 1} and engine.report.cache_hits == 4
+
+
+def test_save_summary_writes_json_atomically(tmp_path):
+    with FakeOpenAIServer() as server, LLMEngine(config(server)) as engine:
+        engine.generate(make_requests(2), stage="seed")
+        path = engine.save_summary(tmp_path / "out" / "summary.json")
+    assert json.loads(Path(path).read_text())["report"]["requested"] == 2
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["summary.json"]

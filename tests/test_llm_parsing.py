@@ -214,7 +214,9 @@ def test_dedup_catches_a_copied_excerpt_of_a_longer_text():
     dedup.seed([gold])
     excerpt = gold[: len(gold) // 2] + " ... }"
     assert dedup.check(excerpt) == "near_duplicate"
-    assert dedup.check("A quiet family drama about three sisters and a farm, warmly acted and beautifully shot.") is None
+    assert (
+        dedup.check("A quiet family drama about three sisters and a farm, warmly acted and beautifully shot.") is None
+    )
 
 
 def test_dedup_short_text_is_not_a_near_duplicate_of_a_longer_one_containing_it(tmp_path):
