@@ -304,3 +304,18 @@ def test_local_folder_with_foreign_files_is_refused(tmp_path):
     with pytest.raises(PublishError, match="did not write"):
         publish_round(folder, "imdb", "seed", stage(tmp_path, "imdb", "seed"))
     assert sorted(p.name for p in folder.iterdir()) == ["data.csv"]
+
+
+def test_repo_without_main_branch_is_a_clear_publish_error(hub_server, hub_repo_id, tmp_path, monkeypatch):
+    import dataclasses
+
+    HfApi().create_repo(hub_repo_id, repo_type="dataset")
+    real = HfApi.list_repo_refs
+
+    def refs_without_main(self, *args, **kwargs):
+        refs = real(self, *args, **kwargs)
+        return dataclasses.replace(refs, branches=[b for b in refs.branches if b.name != "main"])
+
+    monkeypatch.setattr(HfApi, "list_repo_refs", refs_without_main)
+    with pytest.raises(PublishError, match=f"{hub_repo_id} has no 'main' branch"):
+        publish_round(f"hf://datasets/{hub_repo_id}", "imdb", "seed", stage(tmp_path, "imdb", "seed"))
