@@ -7,7 +7,7 @@ from .tasks import TaskSpec, get_task, list_tasks, load_task_yaml, register_task
 __version__ = "0.1.0"
 
 _LAZY = {
-    "S3Config": "s3_hf.pipeline",
+    "S3Config": "s3_hf.config",
     "S3Pipeline": "s3_hf.pipeline",
     "MisclassificationCallback": "s3_hf.callback",
     "build_trainer": "s3_hf.training",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,42 @@ class UsageTracker:
     def save(self, path: str | Path) -> Path:
         """Write :meth:`summary` as JSON (atomically)."""
         return write_text_atomic(path, json.dumps(self.summary(), indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------- usage across resumed runs
+USAGE_SUMS = ("requests", "cached_requests", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
+def _usage_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    totals: dict[str, Any] = {key: sum(r.get(key, 0) for r in rows) for key in USAGE_SUMS}
+    totals["priced"] = all(r.get("priced", True) for r in rows)
+    return totals
+
+
+def merge_usage(previous: dict[str, Any] | None, session: dict[str, Any]) -> dict[str, Any]:
+    """``llm_usage.json`` after one more process (``session``: :meth:`UsageTracker.summary`): the sessions so far
+    plus this one under ``sessions``, and ``rows``/``by_stage``/``by_round``/``total`` summed over all of them, so a
+    resumed run keeps the tokens of the runs before it."""
+    sessions = list((previous or {}).get("sessions") or ([previous] if previous and previous.get("rows") else []))
+    sessions.append({**session, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    merged: dict[tuple, dict[str, Any]] = {}
+    for one in sessions:
+        for row in one.get("rows", []):
+            key = (row["stage"], row["round_index"], row["model"])
+            into = merged.setdefault(key, {"stage": key[0], "round_index": key[1], "model": key[2], "priced": True})
+            for name in USAGE_SUMS:
+                into[name] = into.get(name, 0) + row.get(name, 0)
+            into["priced"] = into["priced"] and row.get("priced", True)
+    rows = [merged[key] for key in sorted(merged)]
+    return {
+        "rows": rows,
+        "by_stage": {
+            s: _usage_totals([r for r in rows if r["stage"] == s]) for s in sorted({r["stage"] for r in rows})
+        },
+        "by_round": {
+            str(k): _usage_totals([r for r in rows if r["round_index"] == k])
+            for k in sorted({r["round_index"] for r in rows})
+        },
+        "total": _usage_totals(rows),
+        "sessions": sessions,
+    }

@@ -1,0 +1,286 @@
+"""The configuration of an S3 run: :class:`S3Config`, whose fields are both CLI flags and YAML keys.
+
+```
+s3-hf run --task imdb --rounds 2 --seed-size 80
+s3-hf run --config run.yaml --push-to-hub you/imdb-s3     # flags override the file
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import S3ConfigError
+from .llm_engine import _help
+from .tasks import TaskSpec, get_task
+from .yaml_fields import read_yaml_fields
+
+METHODS = ("s3", "zerogen")
+CLASSIFICATION_MAX_LENGTH = 128
+
+
+def parse_methods(value: str | list[str] | tuple[str, ...]) -> list[str]:
+    """``"s3 zerogen"``, ``"s3,zerogen"`` or ``["s3 zerogen"]`` -> ``["s3", "zerogen"]`` (CLI, YAML and Python alike)."""
+    items = [value] if isinstance(value, str) else list(value)
+    return [m for item in items for m in str(item).replace(",", " ").split()]
+
+
+def public_base_url(url: str | None) -> str | None:
+    """``url`` without userinfo (``user:pass@``), query string or fragment: safe to publish."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+@dataclass
+class S3Config:
+    """Everything an S3 run needs. Every field is a CLI flag (``--seed-size 80``) and a YAML key (``seed_size: 80``)."""
+
+    # ------------------------------------------------------------------ what to run
+    task: str = field(default="imdb", metadata=_help("task name (imdb, qnli, rte, adqa) or a task YAML file"))
+    method: list[str] = field(
+        default_factory=lambda: ["s3"],
+        metadata=_help(
+            "methods to run, in order: 's3' (seed + error extrapolation rounds) and/or 'zerogen' (seed-only data of "
+            "the same total size: the baseline)"
+        ),
+    )
+    rounds: int = field(default=2, metadata=_help("error-extrapolation rounds after the seed round"))
+    output_dir: str | None = field(
+        default=None,
+        metadata=_help("run folder: state.json, data/, errors/, the LLM cache, the report (default: runs/<task>)"),
+    )
+    stop_after: str | None = field(
+        default=None,
+        metadata=_help("stop after this stage, e.g. 'round_0.data' or 'round_1.train'; run again to resume"),
+    )
+    # ------------------------------------------------------------------ gold data
+    gold: str = field(
+        default="offline",
+        metadata=_help("gold validation/test data: 'offline' (packaged), a local file/folder, or a Hub dataset id"),
+    )
+    validation_size: int = field(
+        default=200, metadata=_help("gold validation examples the small model's errors come from")
+    )
+    test_size: int = field(default=500, metadata=_help("gold test examples for the final score (0: skip the test)"))
+    context_pool: str = field(
+        default="offline", metadata=_help("pair/QA tasks: unlabelled contexts, 'offline' (SQuAD) or a text/jsonl file")
+    )
+    # ------------------------------------------------------------------ synthesis
+    seed_size: int = field(default=64, metadata=_help("seed examples requested (labels balanced)"))
+    rationales_per_label: int = field(default=12, metadata=_help("rationales collected per label (IMDb-style tasks)"))
+    rationales_per_request: int = field(default=6, metadata=_help("rationales one request asks for"))
+    rationales_per_example: int = field(
+        default=2, metadata=_help("k: sampled rationales each seed example is written from")
+    )
+    per_error: int = field(default=1, metadata=_help("n: new examples written per misclassified validation example"))
+    max_errors_per_round: int | None = field(
+        default=32, metadata=_help("extrapolate at most this many errors per round (label-balanced sample; None: all)")
+    )
+    zerogen_size: int | None = field(
+        default=None,
+        metadata=_help("zerogen data size (default: the size of the S3 run's final data in this output_dir)"),
+    )
+    max_attempts: int = field(default=3, metadata=_help("LLM attempts per example (invalid replies are retried)"))
+    # ------------------------------------------------------------------ the LLM
+    base_url: str | None = field(
+        default=None, metadata=_help("OpenAI-compatible base URL; None starts the embedded local llama.cpp server")
+    )
+    model: str = field(default="local", metadata=_help("LLM model name sent to the server (e.g. gpt-4o-mini)"))
+    api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata=_help("NAME of the environment variable holding the API key")
+    )
+    local_model: str = field(
+        default="qwen2.5-coder-0.5b", metadata=_help("embedded LLM: 'qwen2.5-coder-0.5b', 'smollm2' or a .gguf path")
+    )
+    # The next three defaults deliberately differ from LLMConfig's generic ones: they are the S3 recipe's (the
+    # paper's sampling temperature 0.9; one example reply fits in 200 tokens; one embedded server on a small
+    # machine, where LLMConfig's 0 means "auto"). They are part of data_fingerprint(), so changing them invalidates
+    # resumable runs. The fields are repeated here flat because every S3Config field is a CLI flag.
+    temperature: float = field(default=0.9, metadata=_help("LLM sampling temperature"))
+    max_tokens: int = field(default=200, metadata=_help("LLM completion token limit per call"))
+    max_concurrency: int = field(default=8, metadata=_help("LLM requests in flight at once"))
+    rpm: int | None = field(default=None, metadata=_help("LLM requests-per-minute budget"))
+    tpm: int | None = field(default=None, metadata=_help("LLM tokens-per-minute budget"))
+    json_mode: str = field(default="auto", metadata=_help("structured output: auto, schema, json_object or off"))
+    local_replicas: int = field(default=1, metadata=_help("embedded llama.cpp servers to start"))
+    llm_cache_dir: str | None = field(
+        default=None, metadata=_help("LLM response cache folder (default: <output_dir>/llm_cache)")
+    )
+    # ------------------------------------------------------------------ the small model
+    small_model: str | None = field(
+        default=None, metadata=_help("small model: any AutoModel checkpoint (default: the packaged all-MiniLM-L6-v2)")
+    )
+    epochs: float = field(default=6.0, metadata=_help("training epochs per round (small seed sets need several)"))
+    batch_size: int = field(default=16, metadata=_help("per-device train and eval batch size"))
+    learning_rate: float = field(default=1e-4, metadata=_help("small-model learning rate"))
+    max_length: int | None = field(
+        default=None,
+        metadata=_help(
+            f"small-model token budget per example (default: {CLASSIFICATION_MAX_LENGTH} for classification, the "
+            "task's max_length for QA, e.g. 384 for adqa; QA windows overlap by min(128, max_length // 4) tokens)"
+        ),
+    )
+    seed: int = field(default=42, metadata=_help("seed of training, sampling and LLM calls"))
+    # ------------------------------------------------------------------ publishing
+    push_to_hub: str | None = field(
+        default=None, metadata=_help("Hub dataset repo 'org/name' to push each round to (default: a local folder)")
+    )
+    hub_private: bool = field(default=False, metadata=_help("create the Hub repo private"))
+    dataset_dir: str | None = field(
+        default=None, metadata=_help("local versioned dataset folder (default: <output_dir>/dataset)")
+    )
+    publish: bool = field(default=True, metadata=_help("publish each round (Hub repo or local folder)"))
+
+    def __post_init__(self):
+        self.method = parse_methods(self.method)
+        if not self.method or any(m not in METHODS for m in self.method) or len(set(self.method)) != len(self.method):
+            raise S3ConfigError(f"S3Config.method must be distinct values of {METHODS}, got {self.method!r}")
+        self.spec  # noqa: B018 - raises S3ConfigError for an unknown task
+        positive = (
+            "seed_size",
+            "rationales_per_label",
+            "rationales_per_request",
+            "rationales_per_example",
+            "per_error",
+            "max_attempts",
+            "max_tokens",
+            "max_concurrency",
+            "batch_size",
+            "local_replicas",
+            "validation_size",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise S3ConfigError(f"S3Config.{name} must be a positive integer, got {value!r}")
+        for name in ("rounds", "test_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise S3ConfigError(f"S3Config.{name} must be an integer >= 0, got {value!r}")
+        for name in ("max_errors_per_round", "zerogen_size", "rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise S3ConfigError(f"S3Config.{name} must be a positive integer or None, got {value!r}")
+        if not self.epochs > 0:
+            raise S3ConfigError(f"S3Config.epochs must be > 0, got {self.epochs!r}")
+        if not self.learning_rate > 0:
+            raise S3ConfigError(f"S3Config.learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 <= self.temperature <= 2:
+            raise S3ConfigError(f"S3Config.temperature must be in [0, 2], got {self.temperature!r}")
+        if self.max_length is None:
+            self.max_length = self.spec.max_length if self.spec.is_qa else CLASSIFICATION_MAX_LENGTH
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 16:
+            raise S3ConfigError(f"S3Config.max_length must be an integer >= 16, got {self.max_length!r}")
+        if self.spec.is_qa:  # fail before any LLM call, not at round_0.train
+            from .qa import check_lengths
+            from .training import default_doc_stride
+
+            check_lengths(self.max_length, default_doc_stride(self.max_length))
+        if self.output_dir is None:
+            self.output_dir = os.path.join("runs", self.spec.name)
+        if not self.output_dir:
+            raise S3ConfigError(f"S3Config.output_dir must be a folder path, got {self.output_dir!r}")
+        if self.push_to_hub is not None and (self.push_to_hub.count("/") != 1 or " " in self.push_to_hub):
+            raise S3ConfigError(f"S3Config.push_to_hub must be 'org/name', got {self.push_to_hub!r}")
+        if self.stop_after is not None and self.stop_after not in self.stage_names():
+            raise S3ConfigError(f"S3Config.stop_after must be one of {self.stage_names()}, got {self.stop_after!r}")
+        self.llm_config()  # validates the LLM fields (errors name the bad value)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def spec(self) -> TaskSpec:
+        return get_task(self.task)
+
+    def stage_names(self) -> list[str]:
+        names = []
+        if "s3" in self.method:
+            for k in range(self.rounds + 1):
+                names += [f"round_{k}.data", f"round_{k}.train", f"round_{k}.publish"]
+        if "zerogen" in self.method:
+            names += ["zerogen.data", "zerogen.train"]
+        return names
+
+    def llm_config(self):
+        from .llm_engine import LLMConfig
+
+        return LLMConfig(
+            base_url=self.base_url,
+            model=self.model,
+            api_key_env=self.api_key_env,
+            local_model=self.local_model,
+            max_concurrency=self.max_concurrency,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            json_mode=self.json_mode,
+            local_replicas=self.local_replicas,
+            cache_dir=self.llm_cache_dir or os.path.join(self.output_dir, "llm_cache"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run config as plain JSON-able data (holds no secret: only the NAME of the key's variable)."""
+        return dataclasses.asdict(self)
+
+    def public_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` fit to publish or write to disk: ``base_url`` without userinfo or query string."""
+        data = self.to_dict()
+        data["base_url"] = public_base_url(self.base_url)
+        return data
+
+    def data_fingerprint(self) -> str:
+        """sha256 of the fields that change the data or the scores (not rounds/method/stop_after/publishing)."""
+        ignore = {
+            "rounds",
+            "method",
+            "stop_after",
+            "zerogen_size",
+            "push_to_hub",
+            "hub_private",
+            "dataset_dir",
+            "publish",
+            "output_dir",
+            "llm_cache_dir",
+            "max_concurrency",
+            "rpm",
+            "tpm",
+            "local_replicas",
+            "base_url",
+            "api_key_env",
+        }
+        payload = {k: v for k, v in self.to_dict().items() if k not in ignore}
+        payload["task_fingerprint"] = self.spec.fingerprint()
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------- config from CLI flags and YAML
+def config_from_args(argv: list[str] | None = None) -> S3Config:
+    """An :class:`S3Config` from CLI flags, with ``--config FILE.yaml`` supplying defaults the flags override."""
+    import argparse
+
+    from transformers import HfArgumentParser
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    parser = HfArgumentParser(S3Config, prog="s3-hf run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=None, help="YAML file of S3Config fields (flags override it)")
+    if known.config:
+        data = read_yaml_fields(known.config, S3Config)
+        if "method" in data:
+            data["method"] = parse_methods(data["method"])
+        parser.set_defaults(**data)
+    (config,) = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)[:1]
+    return config
