@@ -16,7 +16,8 @@ Tasks and their gold data:
 Also ``--release``: the small model trained on the S3 authors' released RTE rounds (``../shared/data/s3_release/RTE``,
 read through :mod:`s3_hf.builders`), scored on the same RTE test set: a check of the training side on real S3 data.
 
-Prints the table (mean ± sample std over seeds, LLM tokens and wall time per method), writes
+Prints the table (mean ± sample std over seeds, wall time per seed; each run's LLM tokens and cost are in its
+``llm_usage.json`` and in ``quality.json``), writes
 ``<out>/quality.md``, ``<out>/quality.json`` and ``<out>/quality.png``. Runs resume (each run is an S3 output folder).
 
     python benchmarks/quality.py --tasks imdb rte --seeds 1 2 3 --out runs/quality
@@ -155,14 +156,6 @@ def _mean_std(values: list[float | None]) -> str:
     mean = 100 * statistics.fmean(values)
     spread = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{mean:.2f} ± {spread:.2f}"
-
-
-def _tokens(usage: dict[str, Any], stages: tuple[str, ...]) -> int:
-    total = 0
-    for entry in usage.get("by_stage", []) if isinstance(usage.get("by_stage"), list) else []:
-        if entry.get("stage") in stages:
-            total += int(entry.get("prompt_tokens", 0)) + int(entry.get("completion_tokens", 0))
-    return total
 
 
 def render(results: list[dict[str, Any]]) -> str:
