@@ -42,6 +42,7 @@ from .synthesis import (
     output_prefill,
     output_schema,
     run_requests,
+    span_fields,
 )
 from .tasks import TaskSpec, get_task
 
@@ -195,6 +196,7 @@ class ErrorExtrapolator:
                         },
                         json_schema=output_schema(spec),
                         prefill=output_prefill(spec),
+                        span_fields=span_fields(spec),
                         max_attempts=self.max_attempts,
                         meta={"error": digest, "sample": sample},
                     )

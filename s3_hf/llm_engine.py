@@ -50,7 +50,7 @@ from typing import Any
 from .atomic import write_json_atomic
 from .dedup import Deduplicator
 from .errors import S3ConfigError
-from .output_parsing import REASON_REFUSAL, delimiter_leak, extract_json, refusal_reason
+from .output_parsing import REASON_REFUSAL, delimiter_leak, extract_json, refusal_reason, unwrap_delimited
 from .rate_limit import RateLimiter, estimate_tokens
 from .response_cache import ResponseCache, cache_key
 from .usage import DEFAULT_PRICES, PriceTable, UsageTracker
@@ -246,6 +246,9 @@ class GenerationRequest:
         meta: passed through to the result untouched.
         max_tokens: overrides :attr:`LLMConfig.max_tokens` for this request.
         temperature: overrides :attr:`LLMConfig.temperature` for this request.
+        span_fields: fields the model is asked to copy from the delimited data (a QA answer span): a delimiter tag
+            pair wrapped around such a field (``"<data>1833</data>"``) is removed instead of rejecting the reply as a
+            delimiter leak; the validator still checks the span.
     """
 
     messages: list[dict[str, str]]
@@ -257,6 +260,7 @@ class GenerationRequest:
     meta: dict = field(default_factory=dict)
     max_tokens: int | None = None
     temperature: float | None = None
+    span_fields: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in self.messages):
@@ -610,6 +614,9 @@ class LLMEngine:
             return None, REASON_TRUNCATED if truncated else reason
         if refusal_reason(text, obj):
             return None, REASON_REFUSAL
+        for name in request.span_fields:
+            if isinstance(obj.get(name), str):
+                obj[name] = unwrap_delimited(obj[name])
         leak = delimiter_leak(obj)
         if leak:
             return None, leak

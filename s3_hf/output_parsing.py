@@ -263,6 +263,18 @@ def delimiter_leak(parsed: Mapping[str, Any]) -> str | None:
     return None
 
 
+_WRAPPING_DELIMITERS = re.compile(
+    r"^\s*[<‹]\s*data\s*[>›]\s*(.*?)\s*[<‹]\s*/\s*data\s*[>›]\s*$", re.IGNORECASE | re.DOTALL
+)
+
+
+def unwrap_delimited(value: str) -> str:
+    """``value`` without a ``<data>...</data>`` pair wrapped around all of it (``"<data>1833</data>"`` -> ``"1833"``);
+    unchanged otherwise, so a tag anywhere else is still a :func:`delimiter_leak`."""
+    match = _WRAPPING_DELIMITERS.match(value)
+    return match.group(1) if match else value
+
+
 _DELIMITER_LIKE = str.maketrans({"<": "‹", ">": "›"})
 
 

@@ -100,18 +100,19 @@ _QNLI = PromptSet(
 )
 
 _ADQA = PromptSet(
-    version="1",
+    version="2",
     system=_SYSTEM,
     seed=(
         "Paragraph:\n{context}\n"
-        "Write one hard question about the paragraph whose answer is a short span copied exactly from the "
-        'paragraph. Answer as JSON: {{"question": "<the question>", "answer": "<exact span of the paragraph>"}}'
+        "Write one hard question about the paragraph whose answer is a few words (a name, number, date or short "
+        "phrase) copied exactly from the paragraph. "
+        'Answer as JSON: {{"question": "<the question>", "answer": "<a few words copied exactly from the paragraph>"}}'
     ),
     extrapolate=(
         "A question-answering model failed on this question about the paragraph:\n{example}\n"
-        "Write a new, different hard question about the same paragraph, in the same spirit, whose answer is a "
-        "short span copied exactly from the paragraph. "
-        'Answer as JSON: {{"question": "<the question>", "answer": "<exact span of the paragraph>"}}'
+        "Write a new, different hard question about the same paragraph, in the same spirit, whose answer is a few "
+        "words (a name, number, date or short phrase) copied exactly from the paragraph. "
+        'Answer as JSON: {{"question": "<the question>", "answer": "<a few words copied exactly from the paragraph>"}}'
     ),
 )
 

@@ -47,6 +47,10 @@ from .tasks import TaskSpec, get_task
 logger = logging.getLogger(__name__)
 
 REASON_ANSWER_NOT_IN_CONTEXT = "answer_not_in_context"
+REASON_ANSWER_TOO_LONG = "answer_too_long"
+# a generated QA answer of more words is rejected: the small model's post-processing predicts spans of at most
+# ``max_answer_length`` = 30 tokens, and SQuAD / AdversarialQA answers are a few words
+MAX_ANSWER_WORDS = 20
 
 
 # ---------------------------------------------------------------------- shared by seed synthesis and extrapolation
@@ -117,6 +121,11 @@ def output_prefill(spec: TaskSpec) -> str:
     return '{"' + spec.generated_field + '": "'
 
 
+def span_fields(spec: TaskSpec) -> tuple[str, ...]:
+    """Fields of the LLM's object copied from the context (QA: the answer span); see ``GenerationRequest``."""
+    return ("answer",) if spec.is_qa else ()
+
+
 def _clean(text: Any) -> str | None:
     if not isinstance(text, str):
         return None
@@ -138,7 +147,7 @@ def example_validator(
 
     The example gets the given ``label`` (classification) and ``context`` (pair/QA tasks); the generated text comes
     from the object. It must pass :meth:`TaskSpec.invalid_reason` (lengths included); a QA answer must be a span of
-    the context.
+    the context of at most :data:`MAX_ANSWER_WORDS` words.
     """
 
     def validate(obj: dict) -> tuple[dict | None, str | None]:
@@ -152,6 +161,8 @@ def example_validator(
             if not answer:
                 return None, "missing_answer"
             answer = answer.rstrip(".")
+            if len(answer.split()) > MAX_ANSWER_WORDS:
+                return None, REASON_ANSWER_TOO_LONG
             start = find_span(context or "", answer) if answer else None
             if start is None:
                 return None, REASON_ANSWER_NOT_IN_CONTEXT
@@ -400,6 +411,7 @@ class SeedSynthesizer:
                     key=key,
                     json_schema=output_schema(spec),
                     prefill=output_prefill(spec),
+                    span_fields=span_fields(spec),
                     max_attempts=self.max_attempts,
                     meta={"index": index},
                 )

@@ -166,6 +166,41 @@ def test_invalid_outputs_retried_then_dropped_with_reason():
     assert engine.report.rejected == {"wrong_label": 1} and server.stats()["calls"] == 5
 
 
+def test_span_fields_unwrap_a_copied_delimiter_pair_and_other_leaks_still_reject():
+    """A QA answer copied from the delimited paragraph often comes back as ``<data>1833</data>``: that is the span,
+    not a leak, when the request names ``answer`` a span field; a tag elsewhere (or without span_fields) rejects."""
+    replies = {
+        "item 0": {"text": "When was it founded?", "answer": "<data>11 June 1833</data>"},
+        "item 1": {"text": "When was it founded?", "answer": "<data>11 June 1833</data> and later"},
+        "item 2": {"text": "<data> copied paragraph", "answer": "1833"},
+    }
+
+    def responder(body):
+        return json.dumps(replies[last_user_text(body)])
+
+    def keep(obj):
+        return {"text": obj["text"], "answer": obj["answer"]}, None
+
+    def requests(**kwargs):
+        return [
+            GenerationRequest(
+                messages=[{"role": "user", "content": f"item {i}"}],
+                validate=keep,
+                key={"item": i},
+                max_attempts=1,
+                **kwargs,
+            )
+            for i in range(3)
+        ]
+
+    with FakeOpenAIServer(responder=responder) as server, LLMEngine(config(server)) as engine:
+        spans = engine.generate(requests(span_fields=("answer",)), stage="seed")
+        plain = engine.generate(requests(), stage="seed")
+    assert spans[0].example == {"text": "When was it founded?", "answer": "11 June 1833"}
+    assert [r.reason for r in spans[1:]] == ["delimiter_leak", "delimiter_leak"]
+    assert [r.reason for r in plain] == ["delimiter_leak"] * 3
+
+
 def test_shared_cooldown_after_429_instead_of_a_retry_storm():
     n = 30
     # the server accepts 25 requests/s and answers 429 + retry-after above that

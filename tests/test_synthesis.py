@@ -144,6 +144,20 @@ def test_qa_writes_question_and_answer_span():
     assert get_task("adqa").invalid_reason(second) is None
 
 
+def test_qa_rejects_sentence_long_answers_and_names_the_answer_a_span_field():
+    # a whole sentence of the context: a span, but no QA answer
+    long_answer = (
+        "It was built as the entrance arch for the 1889 World's Fair by the company of Gustave Eiffel, whose engineers "
+        "designed it"
+    )
+    context = f"{CTX} {long_answer} in two years."
+    assert len(long_answer.split()) > 20
+    engine = FakeEngine(lambda r: {"question": "What is it?", "answer": long_answer})
+    outcome = SeedSynthesizer("adqa", engine, contexts=[context]).generate(1)
+    assert outcome.examples == [] and outcome.rejected == {"answer_too_long": 1}
+    assert engine.seen[0][2].span_fields == ("answer",)
+
+
 def test_validator_applies_task_lengths_and_find_span():
     validate = example_validator(get_task("qnli"), label=1, context=CTX)
     assert validate({"question": "Why?"}) == (None, "invalid_question")
