@@ -16,12 +16,14 @@ Tasks and their gold data:
 Also ``--release``: the small model trained on the S3 authors' released RTE rounds (``../shared/data/s3_release/RTE``,
 read through :mod:`s3_hf.builders`), scored on the same RTE test set: a check of the training side on real S3 data.
 
-Prints the table (mean ± sample std over seeds, wall time per seed; each run's LLM tokens and cost are in its
-``llm_usage.json`` and in ``quality.json``), writes
+Prints the table (per method: test accuracy, or SQuAD EM / F1 for QA, as mean ± sample std over seeds; LLM tokens
+and seconds of synthesis + training + evaluation, as recorded when each stage ran, so resumed runs keep their
+times; ZeroGen's tokens include the seed calls it shares with S3), writes
 ``<out>/quality.md``, ``<out>/quality.json`` and ``<out>/quality.png``. Runs resume (each run is an S3 output folder).
 
     python benchmarks/quality.py --tasks imdb rte --seeds 1 2 3 --out runs/quality
-    python benchmarks/quality.py --tasks imdb --seeds 1 --local-model smollm2 --seed-size 24 --quick   # smoke
+    python benchmarks/quality.py --tasks adqa --seeds 1 --seed-size 12 --max-errors 6 --validation-size 40 \\
+        --test-size 100 --rounds 1 --out /tmp/quality-smoke   # a 3-minute smoke run
 """
 
 from __future__ import annotations
@@ -119,10 +121,8 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         publish=False,
         **_recipe(cli),
     )
-    started = time.time()
     pipeline = S3Pipeline(config)
     results = pipeline.run()
-    wall = time.time() - started
     state = results["state"]
     rounds = state["s3"]["rounds"]
     last = rounds[str(max(int(k) for k in rounds))]
@@ -137,47 +137,89 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         gold_result = pipeline.train_and_evaluate(rows, "gold")
         gold_result["seconds"] = round(time.time() - t0, 1)
         gold_file.write_text(json.dumps(gold_result, indent=2, default=str))
+    seed_round = rounds["0"]
     return {
         "task": task,
         "seed": seed,
-        "wall_s": round(wall, 1),
-        "s3": {"rows": last["train_rows"], "test": last.get("test"), "validation": last.get("validation")},
-        "s3_seed_only": {"rows": rounds["0"]["train_rows"], "test": rounds["0"].get("test")},
-        "zerogen": {"rows": zerogen.get("train_rows"), "test": zerogen.get("test")},
-        "gold": {"rows": gold_result.get("train_rows"), "test": gold_result.get("test")},
+        "s3": _method(last, [rounds[k] for k in rounds]),
+        "s3_seed_only": _method(seed_round, [seed_round]),
+        # zerogen replays S3's seed calls from the cache: its cost includes them (and the rationales)
+        "zerogen": _method(zerogen, [seed_round, zerogen]),
+        "gold": {**_method(gold_result, []), "seconds": gold_result.get("seconds"), "tokens": 0},
         "usage": usage,
     }
 
 
-def _mean_std(values: list[float | None]) -> str:
+def _method(result: dict[str, Any], stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows, test scores, LLM tokens and seconds (synthesis + training + evaluation) of one method, from the run's
+    recorded state, so a resumed run reports the time its stages took when they ran. ``None`` where not recorded."""
+    metrics = result.get("test_metrics") or {}
+    tokens = [
+        st.get("usage", {}).get("prompt_tokens", 0) + st.get("usage", {}).get("completion_tokens", 0) for st in stages
+    ]
+    seconds = [st.get(k) for st in stages for k in ("seconds_data", "seconds_train", "seconds_eval")]
+    return {
+        "rows": result.get("train_rows"),
+        "test": result.get("test"),
+        "test_exact_match": metrics.get("test_exact_match"),
+        "tokens": sum(tokens) if stages else None,
+        "seconds": round(sum(seconds), 1) if stages and None not in seconds else None,
+    }
+
+
+METHODS = ("zerogen", "s3_seed_only", "s3", "gold")
+
+
+def _is_qa(task: str) -> bool:
+    from s3_hf.tasks import get_task
+
+    return get_task(task).is_qa
+
+
+def _scores(runs: list[dict[str, Any]], method: str, key: str = "test") -> list[float]:
+    """Test scores in %: accuracy (stored as a fraction) or SQuAD EM/F1 (stored in %)."""
+    values = [r[method].get(key) for r in runs]
     values = [v for v in values if v is not None]
+    scale = 1 if _is_qa(runs[0]["task"]) else 100
+    return [scale * v for v in values]
+
+
+def _mean_std(values: list[float]) -> str:
     if not values:
         return "-"
-    mean = 100 * statistics.fmean(values)
-    spread = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.2f} ± {spread:.2f}"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.2f} ± {spread:.2f}"
+
+
+def _mean(values: list[Any], fmt: str) -> str:
+    values = [v for v in values if v is not None]
+    return format(statistics.fmean(values), fmt) if values else "-"
 
 
 def render(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| task | method | train rows | test score (mean ± std, %) | seeds |",
-        "|---|---|---|---|---|",
+        "| task | method | train rows | test (mean ± std, %) | LLM tokens | seconds | seeds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for task in dict.fromkeys(r["task"] for r in results):
         runs = [r for r in results if r["task"] == task]
-        for method in ("zerogen", "s3_seed_only", "s3", "gold"):
-            rows = [r[method]["rows"] for r in runs]
-            scores = [r[method]["test"] for r in runs]
+        qa = _is_qa(task)
+        for method in METHODS:
+            score = _mean_std(_scores(runs, method))
+            if qa:
+                score = f"EM {_mean_std(_scores(runs, method, 'test_exact_match'))} / F1 {score}"
+            else:
+                score = f"acc {score}"
             lines.append(
-                f"| {task} | {method} | {round(statistics.fmean([x for x in rows if x])) if any(rows) else '-'} | "
-                f"{_mean_std(scores)} | {len(runs)} |"
+                f"| {task} | {method} | {_mean([r[method]['rows'] for r in runs], '.0f')} | {score} | "
+                f"{_mean([r[method]['tokens'] for r in runs], ',.0f')} | "
+                f"{_mean([r[method]['seconds'] for r in runs], '.0f')} | {len(runs)} |"
             )
-        z = [r["zerogen"]["test"] for r in runs if r["zerogen"]["test"] is not None]
-        s = [r["s3"]["test"] for r in runs if r["s3"]["test"] is not None]
-        if z and s:
-            lines.append(f"| {task} | **s3 − zerogen** | | {100 * (statistics.fmean(s) - statistics.fmean(z)):+.2f} | |")
-        walls = [r["wall_s"] for r in runs]
-        lines.append(f"| {task} | wall time per seed (s3 + zerogen) | | {statistics.fmean(walls):.0f} s | |")
+        for key, name in (("test_exact_match", "EM"), ("test", "F1")) if qa else (("test", "acc"),):
+            z, s = _scores(runs, "zerogen", key), _scores(runs, "s3", key)
+            if z and s:
+                gain = statistics.fmean(s) - statistics.fmean(z)
+                lines.append(f"| {task} | **s3 − zerogen** ({name}) | | {gain:+.2f} | | | |")
     return "\n".join(lines)
 
 
@@ -194,12 +236,12 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     for i, method in enumerate(methods):
         means, errs = [], []
         for task in tasks:
-            vals = [r[method]["test"] for r in results if r["task"] == task and r[method]["test"] is not None]
-            means.append(100 * statistics.fmean(vals) if vals else 0)
-            errs.append(100 * statistics.stdev(vals) if len(vals) > 1 else 0)
+            vals = _scores([r for r in results if r["task"] == task], method)
+            means.append(statistics.fmean(vals) if vals else 0)
+            errs.append(statistics.stdev(vals) if len(vals) > 1 else 0)
         ax.bar([t + i * width for t in range(len(tasks))], means, width, yerr=errs, label=method, capsize=3)
     ax.set_xticks([t + width for t in range(len(tasks))], tasks)
-    ax.set_ylabel("test score (%)")
+    ax.set_ylabel("test accuracy / QA F1 (%)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
@@ -218,11 +260,19 @@ def release_check(cli) -> dict[str, Any] | None:
     done = out / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
+    if cli.report_only:
+        return None
     gold, pool = prepare_gold("rte", Path(cli.out), cli.validation_size)
     rows = build_config("rte", release, "all").to_list()
     config = S3Config(
-        task="rte", output_dir=str(out), gold=gold, context_pool=pool, validation_size=cli.validation_size,
-        test_size=cli.test_size, publish=False, **{**_recipe(cli), "epochs": cli.release_epochs},
+        task="rte",
+        output_dir=str(out),
+        gold=gold,
+        context_pool=pool,
+        validation_size=cli.validation_size,
+        test_size=cli.test_size,
+        publish=False,
+        **{**_recipe(cli), "epochs": cli.release_epochs},
     )
     result = S3Pipeline(config).train_and_evaluate(rows, "release")
     out.mkdir(parents=True, exist_ok=True)
@@ -247,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-url", default=None, help="an OpenAI-compatible server instead of the local LLM")
     parser.add_argument("--model", default="local")
     parser.add_argument("--release", action="store_true", help="also train on the authors' released RTE rounds")
+    parser.add_argument(
+        "--report-only", action="store_true", help="run nothing: print the table from the runs already finished"
+    )
     cli = parser.parse_args(argv)
     out = Path(cli.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -259,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[quality] {task}: skipped, its gold data ({SHARED / 'gold'}) is not present", file=sys.stderr)
             continue
         for seed in cli.seeds:
+            run_dir = out / task / f"seed{seed}"
+            finished = (run_dir / "results.json").is_file() and (run_dir / "gold_baseline.json").is_file()
+            if cli.report_only and not finished:
+                print(f"[quality] {task} seed {seed}: not finished, left out", file=sys.stderr)
+                continue
             print(f"[quality] {task} seed {seed} ...", file=sys.stderr, flush=True)
             results.append(run_one(task, seed, cli, gold))
             (out / "quality.json").write_text(json.dumps(results, indent=2, default=str))

@@ -472,6 +472,7 @@ class S3Pipeline:
         from .synthesis import make_deduplicator
 
         target = self._zerogen_size()
+        started = time.time()
         synth = self._synthesizer(make_deduplicator(self.spec))
         examples: list[dict[str, Any]] = []
         info: dict[str, Any] = {"target_rows": target, "requested": 0, "rejected": {}}
@@ -490,6 +491,7 @@ class S3Pipeline:
             passes += 1
         write_s3_json(self.out / "zerogen" / "zerogen_train.jsonl", examples, self.spec)
         info["accepted"] = info["new_rows"] = len(examples)
+        info["seconds_data"] = round(time.time() - started, 1)
         usage_after = self._round_usage(("seed",), 0)
         info["usage"] = {
             key: (usage_after[key] - usage_before.get(key, 0)) if key in USAGE_SUMS else value
