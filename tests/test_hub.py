@@ -18,7 +18,7 @@ from s3_hf.card import render_card  # noqa: E402
 from s3_hf.export import write_config_parquet  # noqa: E402
 from s3_hf.hub import PublishError, RoundPublisher, load_round, publish_round, round_tag  # noqa: E402
 from s3_hf.tasks import get_task  # noqa: E402
-from s3_hf.testing.hub_server import FaultPlan  # noqa: E402
+from s3_hf.testing.faults import FaultPlan  # noqa: E402
 
 ROUNDS = {
     "seed": [("a gripping, moving film", 1), ("a dull, lifeless film", 0), ("warm and funny", 1)],
@@ -121,11 +121,12 @@ def test_transient_commit_faults_are_retried_into_one_commit(hub_server, hub_rep
 
 def test_seeded_random_faults_on_uploads_and_commits(hub_server, hub_repo_id, tmp_path):
     target = f"hf://datasets/{hub_repo_id}"
-    plan = FaultPlan(rate=0.5, kinds=("500", "drop"), targets=("commit", "lfs_upload"), seed=22, max_faults=3)
+    plan = FaultPlan({"500": 0.25, "drop": 0.25}, targets=("commit", "lfs_upload"), seed=182, max_faults=3)
     hub_server.inject_faults(plan)
     result = publish_round(target, "imdb", "seed", stage(tmp_path, "imdb", "seed"), backoff_s=0.01, max_attempts=5)
-    # seed 22 fails one LFS upload (retried by huggingface_hub) and one commit (retried by the publisher)
-    assert hub_server.faults_injected == [("lfs_upload", "500"), ("commit", "500")]
+    # seed 182 fails the first LFS upload (retried by huggingface_hub) and drops the first commit (retried by the
+    # publisher); the retries draw no fault
+    assert hub_server.faults_injected == [("lfs_upload", "500"), ("commit", "drop")]
     assert result.attempts == 2
     assert len(commit_ids(hub_repo_id)) == 2  # "initial commit" + the seed
     assert load_round(target, "all", revision="round-0").num_rows == 3

@@ -59,17 +59,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import random
 import re
 import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from .faults import FaultPlan
 from .loopback import LoopbackServer
 
 FAULTS = ("500", "503", "429", "drop", "drop_after")
@@ -149,45 +149,6 @@ class _Drop(Exception):
     """Close the connection without answering."""
 
 
-@dataclass
-class FaultPlan:
-    """Fail a share of the requests to some targets, reproducibly.
-
-    Args:
-        rate: probability that a request to a target fails.
-        kinds: faults drawn from (uniformly), each one of :data:`FAULTS`.
-        targets: which requests can fail (:data:`FAULT_TARGETS`).
-        seed: the draws come from ``random.Random(seed)``, in request order.
-        max_faults: stop after this many faults (``None``: never stop).
-        retry_after: the ``Retry-After`` seconds a ``429`` carries.
-    """
-
-    rate: float = 0.0
-    kinds: tuple[str, ...] = ("500", "429", "drop")
-    targets: tuple[str, ...] = ("commit", "lfs_upload")
-    seed: int = 0
-    max_faults: int | None = None
-    retry_after: int = 0
-
-    def __post_init__(self):
-        if not 0.0 <= self.rate <= 1.0:
-            raise ValueError(f"rate must be in [0, 1], got {self.rate!r}")
-        if bad := [k for k in self.kinds if k not in FAULTS]:
-            raise ValueError(f"unknown fault kinds {bad!r}; known: {FAULTS}")
-        if bad := [t for t in self.targets if t not in FAULT_TARGETS]:
-            raise ValueError(f"unknown fault targets {bad!r}; known: {FAULT_TARGETS}")
-        self._rng = random.Random(self.seed)
-        self._count = 0
-
-    def draw(self, target: str) -> str | None:
-        if target not in self.targets or (self.max_faults is not None and self._count >= self.max_faults):
-            return None
-        if self._rng.random() >= self.rate:
-            return None
-        self._count += 1
-        return self._rng.choice(self.kinds)
-
-
 class HubServer(LoopbackServer):
     """A Hub-compatible HTTP server on 127.0.0.1 (see the module docstring for what it models).
 
@@ -216,6 +177,8 @@ class HubServer(LoopbackServer):
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status); status 0 = dropped
         self.faults_injected: list[tuple[str, str]] = []  # (target, kind)
         self._plan: FaultPlan | None = None
+        self._draws: Counter[str] = Counter()
+        self._plan_retry_after = 0
         self._scripted: dict[str, deque[str]] = {}
         self._retry_after = 0
         super().__init__(_make_handler(self), port=port)
@@ -226,10 +189,14 @@ class HubServer(LoopbackServer):
         return {"HF_ENDPOINT": self.url, "HF_HUB_DISABLE_XET": "1"}
 
     # ---- faults ----------------------------------------------------------------------------------------------
-    def inject_faults(self, plan: FaultPlan | None) -> None:
-        """Draw faults with ``plan`` from now on (``None``: no more random faults)."""
+    def inject_faults(self, plan: FaultPlan | None, *, retry_after: int = 0) -> None:
+        """Draw faults with ``plan`` (its ``targets`` from :data:`FAULT_TARGETS`, faults from :data:`FAULTS`) from
+        now on, each target's requests counted from 0; a ``429`` carries ``Retry-After: retry_after``. ``None``: no
+        more random faults."""
         with self.lock:
-            self._plan = plan
+            self._plan = plan.check(FAULTS, FAULT_TARGETS) if plan is not None else None
+            self._draws = Counter()
+            self._plan_retry_after = retry_after
 
     def fail_next(self, target: str, *kinds: str, retry_after: int = 0) -> None:
         """Fail the next ``len(kinds)`` requests to ``target`` with these faults, in order."""
@@ -247,13 +214,18 @@ class HubServer(LoopbackServer):
     def _draw_fault(self, target: str) -> str | None:
         with self.lock:
             queue = self._scripted.get(target)
-            kind = queue.popleft() if queue else (self._plan.draw(target) if self._plan else None)
+            kind = None
+            if queue:
+                kind = queue.popleft()
+            elif self._plan is not None:
+                kind = self._plan.draw(self._draws[target], target)
+                self._draws[target] += 1
             if kind is not None:
                 self.faults_injected.append((target, kind))
             return kind
 
     def _retry_after_for(self) -> int:
-        return self._plan.retry_after if self._plan is not None else self._retry_after
+        return self._plan_retry_after if self._plan is not None else self._retry_after
 
     # ---- state helpers (for tests) ----------------------------------------------------------------------------
     def repo(self, repo_id: str, repo_type: str = "dataset") -> Repo:

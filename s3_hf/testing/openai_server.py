@@ -3,7 +3,8 @@
 It answers ``POST /v1/chat/completions``, ``POST /v1/completions`` and ``GET /v1/models`` like OpenAI, vLLM or
 llama.cpp do, so the real ``openai`` client (and :class:`s3_hf.llm_engine.LLMEngine`) can be tested end to end.
 
-Faults (:data:`FAULTS`), drawn per call by a :class:`FaultPlan` (or any ``(call_index, body) -> fault | None``):
+Faults (:data:`FAULTS`), drawn per call by a :class:`~s3_hf.testing.faults.FaultPlan` (or any
+``(call_index, body) -> fault | None``):
 
 - ``"429"``: rate limited, with a ``retry-after`` header; ``"500"``, ``"503"``: server errors;
 - ``"timeout"``: the server stalls ``hang_s`` seconds before answering; ``"drop"``: the connection is closed
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import socket
 import threading
 import time
@@ -34,6 +34,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from .faults import FaultPlan
 from .loopback import LoopbackServer
 
 FAULTS = ("429", "500", "503", "timeout", "drop", "garbled", "truncated_json", "wrong_label", "refusal")
@@ -60,41 +61,6 @@ def default_responder(body: dict[str, Any]) -> str:
     """A valid JSON reply that is distinct per request: ``{"text": "Synthetic example <digest>.", "label": "positive"}``."""
     digest = body_digest({"m": body.get("messages"), "p": body.get("prompt"), "s": body.get("seed")})
     return json.dumps({"text": f"Synthetic example {digest} about a film.", "label": "positive"})
-
-
-class FaultPlan:
-    """Draw a fault per call with fixed rates, reproducibly.
-
-    Args:
-        rates: fault name (one of :data:`FAULTS`) -> probability; they must sum to at most 1.
-        seed: random seed; call ``i`` uses its own generator seeded with ``(seed, i)``.
-        max_faults: stop injecting after this many faults (``None``: never stop).
-    """
-
-    def __init__(self, rates: dict[str, float], *, seed: int = 0, max_faults: int | None = None):
-        unknown = set(rates) - set(FAULTS)
-        if unknown:
-            raise ValueError(f"unknown faults {sorted(unknown)}; known: {FAULTS}")
-        if sum(rates.values()) > 1 + 1e-9 or any(r < 0 for r in rates.values()):
-            raise ValueError(f"fault rates must be >= 0 and sum to <= 1, got {rates!r}")
-        self.rates = dict(rates)
-        self.seed = seed
-        self.max_faults = max_faults
-        self._count = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, call_index: int, body: dict[str, Any]) -> str | None:
-        draw = random.Random(f"{self.seed}:{call_index}").random()
-        total = 0.0
-        for fault, rate in self.rates.items():
-            total += rate
-            if draw < total:
-                with self._lock:
-                    if self.max_faults is not None and self._count >= self.max_faults:
-                        return None
-                    self._count += 1
-                return fault
-        return None
 
 
 class _TokenBucket:
@@ -159,7 +125,7 @@ class FakeOpenAIServer(LoopbackServer):
         self.latency_s = latency_s
         self.max_concurrency = max_concurrency
         self.over_capacity = over_capacity
-        self.faults = faults
+        self.faults = faults.check(FAULTS) if isinstance(faults, FaultPlan) else faults
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
         self.reject_response_format = reject_response_format
