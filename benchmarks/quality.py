@@ -122,8 +122,10 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         **_recipe(cli),
     )
     pipeline = S3Pipeline(config)
-    results = pipeline.run()
-    state = results["state"]
+    if cli.report_only:  # what the finished run recorded; no LLM, no training
+        state = json.loads((run_dir / "state.json").read_text(encoding="utf-8"))
+    else:
+        state = pipeline.run()["state"]
     rounds = state["s3"]["rounds"]
     last = rounds[str(max(int(k) for k in rounds))]
     zerogen = state.get("zerogen") or {}
@@ -143,27 +145,31 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         "seed": seed,
         "s3": _method(last, [rounds[k] for k in rounds]),
         "s3_seed_only": _method(seed_round, [seed_round]),
-        # zerogen replays S3's seed calls from the cache: its cost includes them (and the rationales)
-        "zerogen": _method(zerogen, [seed_round, zerogen]),
+        # zerogen replays S3's seed calls from the cache: its tokens and synthesis time include them
+        "zerogen": _method(zerogen, [seed_round, zerogen], trained=[zerogen]),
         "gold": {**_method(gold_result, []), "seconds": gold_result.get("seconds"), "tokens": 0},
         "usage": usage,
     }
 
 
-def _method(result: dict[str, Any], stages: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rows, test scores, LLM tokens and seconds (synthesis + training + evaluation) of one method, from the run's
-    recorded state, so a resumed run reports the time its stages took when they ran. ``None`` where not recorded."""
+def _method(
+    result: dict[str, Any], synthesized: list[dict[str, Any]], trained: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Rows, test scores, LLM tokens and seconds of one method, from the run's recorded state (so a resumed run
+    reports the time its stages took when they ran): tokens and synthesis seconds of the ``synthesized`` stages,
+    training + evaluation seconds of the ``trained`` ones (default: the same). ``None`` where not recorded."""
+    trained = synthesized if trained is None else trained
     metrics = result.get("test_metrics") or {}
-    tokens = [
-        st.get("usage", {}).get("prompt_tokens", 0) + st.get("usage", {}).get("completion_tokens", 0) for st in stages
-    ]
-    seconds = [st.get(k) for st in stages for k in ("seconds_data", "seconds_train", "seconds_eval")]
+    usages = [st.get("usage", {}) for st in synthesized]
+    tokens = [u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in usages]
+    seconds = [st.get("seconds_data") for st in synthesized]
+    seconds += [st.get(k) for st in trained for k in ("seconds_train", "seconds_eval")]
     return {
         "rows": result.get("train_rows"),
         "test": result.get("test"),
         "test_exact_match": metrics.get("test_exact_match"),
-        "tokens": sum(tokens) if stages else None,
-        "seconds": round(sum(seconds), 1) if stages and None not in seconds else None,
+        "tokens": sum(tokens) if synthesized else None,
+        "seconds": round(sum(seconds), 1) if synthesized and None not in seconds else None,
     }
 
 
