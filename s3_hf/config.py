@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -240,8 +241,10 @@ class S3Config:
         data["base_url"] = public_base_url(self.base_url)
         return data
 
-    def data_fingerprint(self) -> str:
-        """sha256 of the fields that change the data or the scores (not rounds/method/stop_after/publishing)."""
+    def data_fingerprint(self, *, legacy: bool = False) -> str:
+        """sha256 of the fields that change the data or the scores (not rounds/method/stop_after/publishing); local
+        ``gold`` / ``context_pool`` data count by content. ``legacy``: the fingerprint of runs from earlier s3-hf versions, which
+        counted those by their path as spelled."""
         ignore = {
             "rounds",
             "method",
@@ -262,7 +265,26 @@ class S3Config:
         }
         payload = {k: v for k, v in self.to_dict().items() if k not in ignore}
         payload["task_fingerprint"] = self.spec.fingerprint()
+        if not legacy:  # local data by content: a path spelled another way is the same run, edited data is not
+            for name in ("gold", "context_pool"):
+                payload[name] = local_data_digest(payload[name]) or payload[name]
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def local_data_digest(value: str) -> str | None:
+    """``"sha256:<hex>"`` of a local file, or of a folder's files (relative names and contents, in name order);
+    ``None`` when ``value`` names no local path (``"offline"``, a Hub id)."""
+    from .assets import sha256_file
+
+    path = Path(value).expanduser()
+    if path.is_file():
+        return "sha256:" + sha256_file(path)
+    if not path.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
+    return "sha256:" + digest.hexdigest()
 
 
 # ---------------------------------------------------------------------- config from CLI flags and YAML

@@ -101,6 +101,8 @@ class S3Pipeline:
                 raise S3Error(
                     f"{self.state_path}: line {err.lineno}: invalid JSON ({err.msg}); delete it to restart"
                 ) from None
+            if state.get("fingerprint") == self.config.data_fingerprint(legacy=True):
+                state["fingerprint"] = fingerprint  # a run from before local data counted by content
             if state.get("fingerprint") != fingerprint:
                 raise S3ConfigError(
                     f"{self.out} holds a run with another configuration (task, sizes, models or prompts differ); "

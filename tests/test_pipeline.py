@@ -605,3 +605,40 @@ def test_llm_usage_json_accumulates_over_resumed_runs(tmp_path):
     assert saved["by_stage"]["seed"]["completion_tokens"] == 20
     assert {k: v["prompt_tokens"] for k, v in saved["by_round"].items()} == {"0": 200, "1": 7, "2": 7}
     assert [r["requests"] for r in saved["rows"] if r["stage"] == "seed"] == [2]  # one row per (stage, round, model)
+
+
+def test_local_gold_counts_by_content_and_earlier_runs_still_resume(tmp_path, monkeypatch):
+    """A gold file named by another path spelling is the same run; edited gold data is not; a state written with the
+    earlier path-spelled fingerprint resumes (and is migrated)."""
+    from s3_hf.pipeline import S3Pipeline
+
+    gold = tmp_path / "gold" / "rte.jsonl"
+    gold.parent.mkdir()
+    gold.write_text('{"premise": "A cat sat.", "hypothesis": "A cat.", "label": 0}\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+
+    def config(path: str) -> S3Config:
+        return S3Config(task="rte", gold=path, context_pool=path, output_dir=str(tmp_path / "run"))
+
+    relative, absolute = config("gold/rte.jsonl"), config(str(gold))
+    assert relative.data_fingerprint() == absolute.data_fingerprint()
+    assert relative.data_fingerprint(legacy=True) != absolute.data_fingerprint(legacy=True)  # the old behaviour
+    assert config("offline").data_fingerprint() == config("offline").data_fingerprint(legacy=True)
+    folder = config(str(gold.parent))
+    before = folder.data_fingerprint()
+
+    pipeline = S3Pipeline(relative)
+    pipeline._load_state()
+    pipeline.state["fingerprint"] = relative.data_fingerprint(legacy=True)  # as an earlier version wrote it
+    (tmp_path / "run").mkdir(exist_ok=True)
+    pipeline.state_path.write_text(json.dumps(pipeline.state), encoding="utf-8")
+    resumed = S3Pipeline(relative)
+    resumed._load_state()
+    assert resumed.state["fingerprint"] == relative.data_fingerprint()
+    resumed.state_path.write_text(json.dumps(resumed.state), encoding="utf-8")
+    S3Pipeline(absolute)._load_state()  # the same data by another path: resumes
+
+    gold.write_text('{"premise": "A dog ran.", "hypothesis": "A dog.", "label": 0}\n', encoding="utf-8")
+    assert folder.data_fingerprint() != before
+    with pytest.raises(S3ConfigError, match="another configuration"):
+        S3Pipeline(config(str(gold)))._load_state()
