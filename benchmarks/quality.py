@@ -222,10 +222,14 @@ def render(results: list[dict[str, Any]]) -> str:
                 f"{_mean([r[method]['seconds'] for r in runs], '.0f')} | {len(runs)} |"
             )
         for key, name in (("test_exact_match", "EM"), ("test", "F1")) if qa else (("test", "acc"),):
-            z, s = _scores(runs, "zerogen", key), _scores(runs, "s3", key)
-            if z and s:
-                gain = statistics.fmean(s) - statistics.fmean(z)
-                lines.append(f"| {task} | **s3 − zerogen** ({name}) | | {gain:+.2f} | | | |")
+            paired = [r for r in runs if r["s3"].get(key) is not None and r["zerogen"].get(key) is not None]
+            if paired:  # the same seed's S3 minus its ZeroGen, then mean ± std over seeds
+                gains = [s - z for s, z in zip(_scores(paired, "s3", key), _scores(paired, "zerogen", key))]
+                per_seed = ", ".join(f"{g:+.2f}" for g in gains)
+                lines.append(
+                    f"| {task} | **s3 − zerogen** ({name}, per seed: {per_seed}) | | {_mean_std(gains)} | | | "
+                    f"{len(paired)} |"
+                )
     return "\n".join(lines)
 
 
