@@ -243,8 +243,8 @@ class S3Config:
 
     def data_fingerprint(self, *, legacy: bool = False) -> str:
         """sha256 of the fields that change the data or the scores (not rounds/method/stop_after/publishing); local
-        ``gold`` / ``context_pool`` data count by content. ``legacy``: the fingerprint of runs from earlier s3-hf versions, which
-        counted those by their path as spelled."""
+        ``gold`` / ``context_pool`` data count by content. ``legacy``: the fingerprint of runs from earlier s3-hf
+        versions, which counted those by their path as spelled."""
         ignore = {
             "rounds",
             "method",
