@@ -3,7 +3,8 @@
 ``evaluate.load("accuracy")`` and ``evaluate.load("squad")`` need the Hub, so the maths lives here (the official
 SQuAD v1.1 normalization: lower case, no punctuation, no articles, single spaces). The same metrics ship as
 ``evaluate`` modules under ``s3_hf/metrics/{accuracy,squad}/`` for code that wants ``evaluate.load``; they call the
-functions below (:func:`evaluate_metric_path` gives the folder).
+functions below (:func:`evaluate_metric_path` gives the folder). The Trainer-output helpers (``flatten_batches``,
+``classification_logits``, ``predicted_labels``) live in :mod:`s3_hf.predictions` and are re-exported here.
 
 Example:
 
@@ -28,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from .errors import S3ConfigError
+from .predictions import classification_logits, flatten_batches, predicted_labels  # noqa: F401 (re-exported)
+from .qa import postprocess_predictions, qa_logits
 from .tasks import TaskSpec, get_task
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -130,46 +133,7 @@ def squad_em_f1(predictions: Sequence[Any], references: Sequence[Any]) -> dict[s
     return {"exact_match": float(100 * scores[:, 0].mean()), "f1": float(100 * scores[:, 1].mean())}
 
 
-# ---------------------------------------------------------------------- Trainer outputs
-def flatten_batches(value: Any) -> Any:
-    """Undo ``eval_do_concat_batches=False``: a list of per-batch arrays (or tuples) -> arrays over all examples.
-
-    Arrays of different sequence lengths are right-padded with ``-100`` (as the Trainer does when it concatenates).
-    A value that is already an array (or a tuple of arrays) is returned as is.
-    """
-    if not isinstance(value, list):
-        return value
-    if not value:
-        return np.zeros((0,))
-    if isinstance(value[0], (tuple, list)):
-        return tuple(flatten_batches([batch[i] for batch in value]) for i in range(len(value[0])))
-    arrays = [np.asarray(v) for v in value]
-    if arrays[0].ndim >= 2 and len({a.shape[1:] for a in arrays}) > 1:
-        width = max(a.shape[1] for a in arrays)
-        arrays = [
-            np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2), constant_values=-100)
-            for a in arrays
-        ]
-    return np.concatenate(arrays, axis=0)
-
-
-def classification_logits(predictions: Any) -> np.ndarray:
-    """The ``[n, num_labels]`` logits (or ``[n]`` label ids) from a Trainer's predictions.
-
-    Handles a tuple of model outputs (logits come first) and per-batch lists (``eval_do_concat_batches=False``).
-    """
-    predictions = flatten_batches(predictions)
-    if isinstance(predictions, tuple):
-        predictions = predictions[0]
-    return np.asarray(predictions)
-
-
-def predicted_labels(predictions: Any) -> np.ndarray:
-    """Predicted label ids: argmax of logits, or the ids themselves when ``preprocess_logits_for_metrics`` gave ids."""
-    logits = classification_logits(predictions)
-    return logits.reshape(-1).astype(np.int64) if logits.ndim == 1 else logits.argmax(axis=-1)
-
-
+# ---------------------------------------------------------------------- Trainer compute_metrics
 def compute_metrics_for(
     task: str | TaskSpec,
     *,
@@ -196,7 +160,6 @@ def compute_metrics_for(
             f"compute_metrics_for({spec.name!r}) needs eval_examples and eval_features for QA post-processing, "
             f"got {type(eval_examples).__name__} and {type(eval_features).__name__}"
         )
-    from .qa import postprocess_predictions, qa_logits
 
     def compute_squad(eval_pred) -> dict[str, float]:
         start_logits, end_logits = qa_logits(eval_pred.predictions)

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .tasks import TaskSpec
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -154,6 +151,6 @@ LABEL_HINTS = {
 _BY_TASK = {"imdb": _IMDB, "rte": _RTE, "qnli": _QNLI, "adqa": _ADQA}
 
 
-def default_prompts(spec: TaskSpec) -> PromptSet:
-    """The built-in prompts of ``spec`` (the paper's, for the four built-in tasks; a generic set otherwise)."""
-    return _BY_TASK.get(spec.name, _GENERIC)
+def default_prompts(task_name: str) -> PromptSet:
+    """The built-in prompts of the task named ``task_name`` (the paper's for the four built-in tasks, else generic)."""
+    return _BY_TASK.get(task_name, _GENERIC)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .errors import S3ConfigError
-from .metrics import flatten_batches
+from .predictions import flatten_batches
 
 
 def check_lengths(max_length: int, doc_stride: int) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .tasks import TaskSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import S3Config
+    from .config import S3Config
 
 
 def primary_metric(spec: TaskSpec) -> str:

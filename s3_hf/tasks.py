@@ -122,7 +122,7 @@ class TaskSpec:
         if self.max_length < 8:
             raise S3ConfigError(f"TaskSpec.max_length must be >= 8, got {self.max_length!r}")
         if self.prompts is None:
-            object.__setattr__(self, "prompts", default_prompts(self))
+            object.__setattr__(self, "prompts", default_prompts(self.name))
 
     # ------------------------------------------------------------------ structure
     @property
