@@ -1,9 +1,12 @@
 """Your own Trainer script, plus S3: collect the errors on gold validation data and extrapolate them with an LLM.
 
 This is an ordinary ``transformers`` fine-tuning script (your model, your tokenization, your ``compute_metrics``) with
-two additions: a :class:`~s3_hf.callback.MisclassificationCallback` in ``callbacks=[...]``, and, after evaluation,
-an :class:`~s3_hf.extrapolation.ErrorExtrapolator` that writes new training examples from the errors (on the main
-process only; the other processes wait for its file).
+two additions: a :class:`~s3_hf.callback.MisclassificationCallback` attached to the Trainer
+(``MisclassificationCallback(...).attach(trainer)``), and, after evaluation, an
+:class:`~s3_hf.extrapolation.ErrorExtrapolator` that writes new training examples from the errors (on the main
+process only; the other processes wait for its file). With your own Trainer class, put
+:class:`~s3_hf.callback.MisclassificationTrainerMixin` first in its bases and pass the callback in ``callbacks=[...]``
+instead.
 
 ```
 python examples/trainer_with_s3_callback.py --output-dir out                          # local LLM, offline data
@@ -83,7 +86,6 @@ def main(argv=None) -> int:
         predictions = np.argmax(eval_pred.predictions, axis=-1)
         return {"accuracy": float((predictions == eval_pred.label_ids).mean())}
 
-    callback = MisclassificationCallback(task="imdb", eval_dataset=raw_eval)  # <- S3 addition 1
     trainer = Trainer(
         model=model,
         args=TrainingArguments(
@@ -101,8 +103,8 @@ def main(argv=None) -> int:
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
-        callbacks=[callback],
     )
+    callback = MisclassificationCallback(task="imdb", eval_dataset=raw_eval).attach(trainer)  # <- S3 addition 1
     trainer.train()
     metrics = trainer.evaluate()
     errors = callback.errors  # every process holds the same, complete set

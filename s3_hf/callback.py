@@ -1,13 +1,13 @@
 """``MisclassificationCallback``: after every evaluation, the gold examples the small model got wrong.
 
-A drop-in :class:`~transformers.TrainerCallback` for any Trainer script, the heart of S3's feedback loop:
+A :class:`~transformers.TrainerCallback` for any Trainer script, the heart of S3's feedback loop. Build the Trainer as
+usual, then attach the callback to it:
 
 ```python
 from s3_hf.callback import MisclassificationCallback
 
-callback = MisclassificationCallback(task="rte", eval_dataset=raw_eval)   # raw_eval: canonical rows
-trainer = Trainer(model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok,
-                  compute_metrics=my_metrics, callbacks=[callback])    # or trainer.add_callback(callback)
+trainer = Trainer(model=model, args=args, train_dataset=train_tok, eval_dataset=eval_tok, compute_metrics=my_metrics)
+callback = MisclassificationCallback(task="rte", eval_dataset=raw_eval).attach(trainer)  # raw_eval: canonical rows
 trainer.train()
 callback.errors            # datasets.Dataset of the latest evaluation's errors
 callback.history           # one Dataset per evaluation
@@ -26,11 +26,22 @@ publishes the errors (every process holds them in memory) and the main process w
 (``predicted_label``, ``probabilities``, ``eval_index``, ``step``, ``epoch``; QA: ``predicted_answer``,
 ``exact_match``, ``f1``...). ``predict()`` calls are ignored.
 
-The callback finds its Trainer on its own: at ``on_init_end`` when passed in ``callbacks=[...]``, and at the next
-event (``on_train_begin``, or the first evaluation step) when added with ``trainer.add_callback``. The one case that
-needs help: a Trainer built with ``compute_metrics=None`` that runs ``evaluate()`` before ``train()`` after an
-``add_callback`` — that first evaluation gathered no logits. Call :meth:`MisclassificationCallback.attach` (which
-also adds the callback) to bind it at once.
+Binding. Wrapping ``compute_metrics`` needs the Trainer itself, and transformers hands callbacks only the model,
+processing class, optimizer, scheduler and dataloaders, never the Trainer. So the binding is explicit:
+
+- :meth:`MisclassificationCallback.attach` (the documented path): binds, wraps ``compute_metrics`` once, adds the
+  callback to the Trainer unless it is already there (``Trainer(callbacks=[callback])`` or ``add_callback(callback)``
+  before ``attach`` are fine), and returns the callback. Calling it again is a no-op.
+- :class:`MisclassificationTrainerMixin` (before the Trainer class in the bases; :class:`MisclassificationTrainer`
+  is ``Trainer`` with it): attaches every ``MisclassificationCallback`` given in ``callbacks=[...]`` or added later
+  with ``add_callback(instance)``.
+- ``add_callback(MisclassificationCallback)`` (the class): transformers instantiates it without arguments, and the
+  callback cannot guess its task and gold set, so this raises :class:`~s3_hf.errors.S3ConfigError`; add an instance.
+
+A callback that is still unbound when training starts or an evaluation ends raises
+:class:`~s3_hf.errors.S3ConfigError` (it could never see predictions), and so does an evaluation whose predictions the
+callback never saw (an eval set without labels, ``prediction_loss_only=True``...). Skipping the predictions of another
+eval set (another size) is a logged warning, not an error.
 
 Row alignment: row ``i`` of the Trainer's (tokenized) eval set must be row ``i`` of ``eval_dataset`` (for QA: every
 feature's ``example_id`` is an ``id`` of ``eval_dataset``). For classification the callback checks the Trainer's
@@ -41,7 +52,6 @@ differs.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +61,8 @@ import numpy as np
 from transformers import Trainer, TrainerCallback
 
 from .errors import S3ConfigError, S3DataError
-from .metrics import best_em_f1, classification_logits, flatten_batches, predicted_labels, softmax
+from .metrics import best_em_f1, softmax
+from .predictions import classification_logits, flatten_batches, predicted_labels
 from .qa import postprocess_predictions, qa_logits
 from .s3_json import write_s3_json
 from .tasks import TaskSpec, get_task
@@ -115,8 +126,13 @@ class _CapturingComputeMetrics:
 class MisclassificationCallback(TrainerCallback):
     """Collect the gold examples the model gets wrong at every evaluation, with no extra forward pass.
 
+    Bind it to its Trainer with :meth:`attach`, or build the Trainer from a class with
+    :class:`MisclassificationTrainerMixin` (see the module docstring).
+
     Args:
-        task: a task name or :class:`~s3_hf.tasks.TaskSpec` (``"imdb"``, ``"rte"``, ``"qnli"``, ``"adqa"``...).
+        task: a task name or :class:`~s3_hf.tasks.TaskSpec` (``"imdb"``, ``"rte"``, ``"qnli"``, ``"adqa"``...);
+            required (``None`` raises :class:`~s3_hf.errors.S3ConfigError`, which is what
+            ``trainer.add_callback(MisclassificationCallback)`` gets).
         eval_dataset: the raw (canonical) gold eval set, row-aligned with the Trainer's eval set. ``None``: use the
             Trainer's eval set itself (it must still hold the canonical columns; not for QA).
         eval_features: QA only: the tokenized eval features with ``example_id`` and ``offset_mapping``, in the
@@ -137,7 +153,7 @@ class MisclassificationCallback(TrainerCallback):
 
     def __init__(
         self,
-        task: str | TaskSpec,
+        task: str | TaskSpec | None = None,
         eval_dataset: datasets.Dataset | None = None,
         *,
         eval_features: datasets.Dataset | None = None,
@@ -147,6 +163,12 @@ class MisclassificationCallback(TrainerCallback):
         n_best_size: int = 20,
         max_answer_length: int = 30,
     ):
+        if task is None:
+            raise S3ConfigError(
+                "MisclassificationCallback needs task= (a task name or TaskSpec), got None. "
+                "trainer.add_callback(MisclassificationCallback) creates one without arguments: add an instance "
+                "instead, MisclassificationCallback(task, eval_dataset).attach(trainer)"
+            )
         self.task = get_task(task)
         if eval_dataset is not None and not isinstance(eval_dataset, datasets.Dataset):
             raise S3ConfigError(f"eval_dataset must be a datasets.Dataset, got {type(eval_dataset).__name__}")
@@ -168,6 +190,7 @@ class MisclassificationCallback(TrainerCallback):
         self.reports: list[ErrorReport] = []
         self._trainer: Trainer | None = None
         self._pending: _Pending | None = None
+        self._saw_predictions = False  # the wrapper ran since the last evaluation / prediction
         self._gold_cache: tuple[int, np.ndarray] | None = None
         self._features_cache: tuple[tuple[int, int], dict[str, list]] | None = None
         self._warned: set[str] = set()
@@ -197,14 +220,35 @@ class MisclassificationCallback(TrainerCallback):
         return None
 
     # ------------------------------------------------------------------ binding
-    def attach(self, trainer: Trainer) -> MisclassificationCallback:
-        """Bind to ``trainer`` now (adding the callback to it if needed) and wrap its ``compute_metrics``."""
-        if not any(cb is self for cb in trainer.callback_handler.callbacks):
-            trainer.add_callback(self)
-        self._bind(trainer)
-        return self
+    @property
+    def trainer(self) -> Trainer | None:
+        """The Trainer this callback is bound to (``None`` before :meth:`attach`)."""
+        return self._trainer
 
-    def _bind(self, trainer: Trainer) -> None:
+    def attach(self, trainer: Trainer) -> MisclassificationCallback:
+        """Bind to ``trainer``: wrap its ``compute_metrics`` and add the callback to it unless it is already there.
+
+        Idempotent: attaching again to the same Trainer changes nothing (``compute_metrics`` is wrapped once).
+
+        Args:
+            trainer: a :class:`~transformers.Trainer` (or subclass), with ``batch_eval_metrics=False``.
+
+        Returns:
+            the callback itself, so that ``callback = MisclassificationCallback(...).attach(trainer)`` works.
+
+        Raises:
+            S3ConfigError: ``trainer`` is not a Trainer, uses ``batch_eval_metrics=True``, or the callback is already
+                bound to another Trainer (one callback collects the errors of one Trainer).
+        """
+        if not isinstance(trainer, Trainer):
+            raise S3ConfigError(
+                f"MisclassificationCallback.attach needs a transformers.Trainer, got {type(trainer).__name__}"
+            )
+        if self._trainer is not None and self._trainer is not trainer:
+            raise S3ConfigError(
+                f"this MisclassificationCallback({self.task.name!r}) is already bound to another Trainer "
+                f"({type(self._trainer).__name__} at {id(self._trainer):#x}); make one callback per Trainer"
+            )
         if trainer.args.batch_eval_metrics:
             raise S3ConfigError(
                 "MisclassificationCallback needs every prediction at once; got batch_eval_metrics=True. "
@@ -212,6 +256,9 @@ class MisclassificationCallback(TrainerCallback):
             )
         self._trainer = trainer
         self._install()
+        if not self._is_registered():
+            trainer.add_callback(self)
+        return self
 
     def _install(self) -> None:
         """(Re)wrap ``compute_metrics``: also after the user replaced it."""
@@ -226,41 +273,41 @@ class MisclassificationCallback(TrainerCallback):
     def _is_registered(self) -> bool:
         return self._trainer is not None and any(cb is self for cb in self._trainer.callback_handler.callbacks)
 
-    def _ensure_bound(self) -> None:
-        if self._trainer is not None:
-            self._install()
-            return
-        frame = sys._getframe(2)
-        while frame is not None:
-            candidate = frame.f_locals.get("self")
-            if isinstance(candidate, Trainer) and any(cb is self for cb in candidate.callback_handler.callbacks):
-                self._bind(candidate)
-                return
-            frame = frame.f_back
-
-    def on_init_end(self, args, state, control, **kwargs):
-        self._ensure_bound()
+    def _require_bound(self, event: str) -> None:
+        if self._trainer is None:
+            raise S3ConfigError(
+                f"MisclassificationCallback({self.task.name!r}) reached {event} without a Trainer: transformers "
+                "gives callbacks no reference to their Trainer, so bind it with callback.attach(trainer) after "
+                "building the Trainer, or build it from MisclassificationTrainer (or a Trainer class with "
+                "MisclassificationTrainerMixin)"
+            )
+        self._install()
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._ensure_bound()
+        self._require_bound("on_train_begin")
 
     def on_prediction_step(self, args, state, control, **kwargs):
-        self._ensure_bound()
+        if self._trainer is not None:
+            self._install()  # compute_metrics replaced since attach: wrap the new one before evaluation calls it
 
     def on_predict(self, args, state, control, metrics=None, **kwargs):
         self._pending = None  # predict() on a test set: not an evaluation of the gold set
+        self._saw_predictions = False
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        self._ensure_bound()
+        self._require_bound("on_evaluate")
         pending, self._pending = self._pending, None
+        saw, self._saw_predictions = self._saw_predictions, False
         if pending is None:
-            self._warn_once(
-                "no-capture",
-                "MisclassificationCallback saw an evaluation without predictions (no labels in the eval set, an eval "
-                "set of another size, or compute_metrics=None before the callback could attach: use "
-                "MisclassificationCallback(...).attach(trainer)). No errors were collected for it.",
+            if saw:  # predictions of another eval set: _capture logged why it skipped them
+                return
+            raise S3ConfigError(
+                f"MisclassificationCallback({self.task.name!r}) saw no predictions in this evaluation (step "
+                f"{state.global_step}): the Trainer calls compute_metrics only with predictions and labels. Check "
+                f"that the eval set has the label columns (label_names={self._trainer.label_names!r}), that "
+                f"prediction_loss_only is False (got {args.prediction_loss_only!r}), and that compute_metrics "
+                f"was not set to None after attach (got {type(self._trainer.compute_metrics).__name__})"
             )
-            return
         errors = datasets.Dataset.from_dict(pending.rows, features=pending.features)
         report = ErrorReport(pending.step, pending.epoch, errors, pending.metrics, pending.num_examples)
         if self.write_files and state.is_world_process_zero:
@@ -308,6 +355,7 @@ class MisclassificationCallback(TrainerCallback):
         self._pending = None
         if self._trainer is None:
             return {}
+        self._saw_predictions = True
         raw = self._raw()
         state = self._trainer.state
         if self.task.is_qa:
@@ -454,3 +502,52 @@ class MisclassificationCallback(TrainerCallback):
         path = folder / name
         write_s3_json(path, iter(report.errors), self.task, extra_fields=extra)
         return path
+
+
+class MisclassificationTrainerMixin:
+    """Trainer mixin that attaches every :class:`MisclassificationCallback` it is given, for custom Trainer classes.
+
+    Put it before the Trainer class in the bases. Each ``MisclassificationCallback`` instance passed in
+    ``callbacks=[...]`` is attached at the end of ``__init__``, and one added later with ``add_callback(instance)``
+    right away (:meth:`MisclassificationCallback.attach`; attaching twice is a no-op).
+
+    Example:
+
+    ```python
+    >>> class MyTrainer(MisclassificationTrainerMixin, Seq2SeqTrainer):   # or your own Trainer subclass
+    ...     pass
+    >>> callback = MisclassificationCallback("rte", raw_eval)
+    >>> trainer = MyTrainer(model=model, args=args, eval_dataset=eval_tok, callbacks=[callback])
+    >>> callback.trainer is trainer
+    True
+    ```
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        if Trainer in mro and mro.index(Trainer) < mro.index(MisclassificationTrainerMixin):
+            raise S3ConfigError(
+                f"{cls.__name__}: MisclassificationTrainerMixin must come before the Trainer class in the bases "
+                f"(got {[base.__name__ for base in cls.__bases__]}), or its __init__ and add_callback never run"
+            )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._attach_misclassification_callbacks()
+
+    def add_callback(self, callback) -> None:
+        super().add_callback(callback)
+        self._attach_misclassification_callbacks()
+
+    def _attach_misclassification_callbacks(self) -> None:
+        for callback in list(self.callback_handler.callbacks):
+            if isinstance(callback, MisclassificationCallback):
+                callback.attach(self)
+
+
+class MisclassificationTrainer(MisclassificationTrainerMixin, Trainer):
+    """:class:`~transformers.Trainer` that attaches its :class:`MisclassificationCallback` s on its own.
+
+    Same arguments as ``Trainer``; see :class:`MisclassificationTrainerMixin`.
+    """

@@ -37,7 +37,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from .callback import MisclassificationCallback
+from .callback import MisclassificationCallback, MisclassificationTrainer
 from .errors import S3ConfigError, S3DataError
 from .metrics import compute_metrics_for
 from .qa import prepare_eval_features, prepare_train_features
@@ -145,12 +145,16 @@ def build_trainer(
 ) -> Trainer:
     """A ready :class:`~transformers.Trainer` for ``task`` on canonical datasets, with dynamic padding.
 
+    The Trainer is a :class:`~s3_hf.callback.MisclassificationTrainer`: every
+    :class:`~s3_hf.callback.MisclassificationCallback` in ``callbacks`` (or added later with ``add_callback``) is
+    attached to it, like the one ``collect_errors`` adds.
+
     Args:
         task: the task name or spec.
         model_name_or_path: a model folder/id (a fresh task head is added), or a model instance.
         train_dataset / eval_dataset: canonical (untokenized) datasets; tokenized here.
         args: the training arguments (``group_by_length=True`` switches its sampling strategy, on a copy).
-        callbacks: extra callbacks.
+        callbacks: extra callbacks (``MisclassificationCallback`` s among them are attached).
         compute_metrics: default: accuracy, or SQuAD EM/F1 for QA (:func:`s3_hf.metrics.compute_metrics_for`).
         tokenizer: default: the tokenizer saved with ``model_name_or_path``.
         collect_errors: attach a :class:`~s3_hf.callback.MisclassificationCallback` on the raw ``eval_dataset``;
@@ -193,7 +197,7 @@ def build_trainer(
     if collect_errors and eval_dataset is not None:
         error_callback = MisclassificationCallback(spec, eval_dataset, f1_threshold=f1_threshold)
         callbacks.append(error_callback)
-    trainer = Trainer(
+    trainer = MisclassificationTrainer(
         model=model,
         args=args,
         train_dataset=train_features,
@@ -203,7 +207,5 @@ def build_trainer(
         compute_metrics=compute_metrics,
         callbacks=callbacks,
     )
-    if error_callback is not None:
-        error_callback.attach(trainer)
-    trainer.misclassification_callback = error_callback
+    trainer.misclassification_callback = error_callback  # attached by MisclassificationTrainer.__init__
     return trainer
