@@ -77,6 +77,7 @@ def main() -> None:
 
         setattr(callback, method, timed)
     with_callback = trainer([callback])
+    callback.attach(with_callback)
 
     def run_plain():
         plain.evaluate()

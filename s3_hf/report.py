@@ -54,13 +54,17 @@ def round_rows(state: dict[str, Any], spec: TaskSpec, upto: int | None = None) -
                 "round": "seed" if k == 0 else k,
                 "errors used": info.get("errors_used"),
                 "requested": info.get("requested"),
+                "api calls": info.get("api_calls"),
                 "accepted": info.get("accepted"),
                 "rejected": rejected_cell(info.get("rejected") or {}),
+                "new rows": info.get("new_rows"),
+                "mixing": info.get("mixing_ratio"),
                 "total rows": total,
                 "prompt tok": usage.get("prompt_tokens"),
                 "compl. tok": usage.get("completion_tokens"),
                 "cost $": usage.get("cost_usd") if usage.get("priced", True) else "n/a",
-                "val errors": info.get("errors"),
+                "pool": info.get("pool_size"),
+                "pool errors": info.get("errors"),
                 f"val {metric}": info.get("validation"),
                 f"test {metric}": info.get("test"),
             }
@@ -79,22 +83,48 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def methods_table(state: dict[str, Any], spec: TaskSpec) -> str:
-    """S3 (seed only, all rounds) and the ZeroGen baseline side by side: training rows and gold scores."""
-    metric = primary_metric(spec)
-    lines = [f"| method | train rows | val {metric} | test {metric} |", "|---|---|---|---|"]
+BASELINE_NAMES = ("zerogen", "seed_same_size", "goldgen")
 
-    def line(name: str, info: dict[str, Any]) -> str:
-        cells = (info.get("train_rows"), info.get("validation"), info.get("test"))
+
+def verification_cell(verification: dict[str, dict[str, int]] | None) -> str:
+    """``"llm 41/64, student 30/41"``: candidates kept / checked per verifier."""
+    if not verification:
+        return "-"
+    return ", ".join(f"{name} {v['kept']}/{v['checked']}" for name, v in verification.items())
+
+
+def methods_table(state: dict[str, Any], spec: TaskSpec) -> str:
+    """S3 (seed only, all rounds) and the baselines side by side: training rows, verifier counts, tokens per
+    accepted row and gold scores."""
+    metric = primary_metric(spec)
+    lines = [
+        f"| method | train rows | kept / checked by verifier | LLM tok per new row | val {metric} | test {metric} |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def line(name: str, info: dict[str, Any], synthesized: list[dict[str, Any]]) -> str:
+        tokens = sum((st.get("usage") or {}).get("prompt_tokens", 0) for st in synthesized)
+        tokens += sum((st.get("usage") or {}).get("completion_tokens", 0) for st in synthesized)
+        rows = sum(st.get("new_rows", 0) for st in synthesized)
+        merged: dict[str, dict[str, int]] = {}
+        for st in synthesized:
+            for verifier, stats in (st.get("verification") or {}).items():
+                total = merged.setdefault(verifier, {"checked": 0, "kept": 0, "dropped": 0})
+                for key, value in stats.items():
+                    total[key] = total.get(key, 0) + value
+        per_row = round(tokens / rows) if rows and tokens else None
+        cells = (info.get("train_rows"), verification_cell(merged), per_row, info.get("validation"), info.get("test"))
         return f"| {name} | " + " | ".join(format_cell(c) for c in cells) + " |"
 
     rounds = state.get("s3", {}).get("rounds", {})
     if rounds:
-        lines.append(line("s3 seed only", rounds.get("0", {})))
-        lines.append(line("s3 (all rounds)", rounds[str(max(int(i) for i in rounds))]))
-    zerogen = state.get("zerogen") or {}
-    if zerogen.get("train_rows"):
-        lines.append(line("zerogen", zerogen))
+        ordered = [rounds[str(k)] for k in sorted(int(i) for i in rounds)]
+        lines.append(line("s3 seed only", ordered[0], ordered[:1]))
+        lines.append(line("s3 (all rounds)", ordered[-1], ordered))
+    for name in BASELINE_NAMES:
+        info = state.get(name) or {}
+        if info.get("train_rows"):
+            lines.append(line(name, info, [info]))
     return "\n".join(lines)
 
 
@@ -109,14 +139,18 @@ def round_card(
     run = (
         f"LLM: `{llm}`; small model: `{c.small_model or 'all-MiniLM-L6-v2 (packaged)'}`; gold: `{c.gold}` "
         f"({c.validation_size} validation / {c.test_size} test examples); seed size {c.seed_size}, "
-        f"{c.per_error} new example(s) per error, at most {c.max_errors_per_round} errors per round. "
+        f"errors from `{c.error_pool}` ({c.error_pool_size} rows), {c.examples_per_error} candidate(s) per error "
+        f"verified by {', '.join(c.verifiers) or 'none'}{', hard ones only' if c.select_hard else ''}, at most "
+        f"{c.max_errors_per_round} errors per round. "
         "The full run configuration is in `s3_run_config.json`."
     )
     sections = {
         "S3 rounds": markdown_table(rows)
-        + "\n\n`errors used`: validation errors extrapolated in that round; `rejected`: LLM replies dropped "
-        "(invalid, refused or duplicate) after retries; scores: the small model trained on all data up to that "
-        "round, on the gold validation and test sets.\n\n![accuracy per round](accuracy.png)",
+        + "\n\n`errors used`: error-pool errors of the previous round extrapolated in that round; `api calls`: "
+        "completions bought (retries included); `rejected`: candidates dropped (invalid, refused, duplicate, or by a "
+        "verifier: `verifier_<name>`); `mixing`: new rows / rows before the round; `pool errors`: errors of this "
+        "round's model on the error pool; scores: the small model trained on all data up to that round, on the gold "
+        "validation and test sets.\n\n![accuracy per round](accuracy.png)",
         "Run": run,
     }
     return render_card(

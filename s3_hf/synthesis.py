@@ -40,7 +40,7 @@ from .atomic import write_json_atomic
 from .dedup import Deduplicator
 from .errors import S3ConfigError
 from .output_parsing import delimit_data
-from .prompts import LABEL_HINTS, RATIONALE_ASPECTS, PromptSet
+from .prompts import RATIONALE_ASPECTS, PromptSet
 from .s3_json import qa_id
 from .tasks import TaskSpec, get_task
 
@@ -61,14 +61,21 @@ class SynthesisOutcome:
     Attributes:
         examples: accepted canonical examples, in request order.
         requested: number of requests sent (each asks for one example).
-        rejected: reason -> count for requests that gave no example (after the engine's retries), and duplicates.
+        rejected: reason -> count for requests that gave no example (after the engine's retries), duplicates, and
+            candidates a verifier dropped (``verifier_<name>``).
         usage: token usage of the stage as reported by the engine (prompt/completion tokens, cost).
+        api_calls: completions bought from the API for these requests (cache replays not counted).
+        retries: reason -> count of the attempts that were asked again (why ``api_calls`` exceeds ``requested``).
+        verification: verifier name -> ``{"checked", "kept", "dropped"}`` (extrapolation with verifiers).
     """
 
     examples: list[dict[str, Any]] = field(default_factory=list)
     requested: int = 0
     rejected: Counter = field(default_factory=Counter)
     usage: dict[str, Any] = field(default_factory=dict)
+    api_calls: int = 0
+    retries: Counter = field(default_factory=Counter)
+    verification: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def accepted(self) -> int:
@@ -80,21 +87,28 @@ class SynthesisOutcome:
             "accepted": self.accepted,
             "rejected": dict(sorted(self.rejected.items())),
             "usage": self.usage,
+            "api_calls": self.api_calls,
+            "retries": dict(sorted(self.retries.items())),
+            "verification": self.verification,
         }
 
 
-def format_prompt(template: str, spec: TaskSpec, **values: Any) -> str:
-    """Fill a prompt template; every placeholder of :mod:`s3_hf.prompts` is available (unused ones are ignored)."""
+def format_prompt(template: str, spec: TaskSpec, *, prompts: PromptSet | None = None, **values: Any) -> str:
+    """Fill a prompt template; every placeholder of :mod:`s3_hf.prompts` is available (unused ones are ignored).
+    ``{label_hint}`` comes from ``prompts`` (default: the task's)."""
     label = values.get("label", "")
     filled = {
         "description": spec.description,
         "label": label,
-        "label_hint": LABEL_HINTS.get(label, f"the label is {label}"),
+        "label_hint": (prompts or spec.prompts).hint(label),
         "field": spec.generated_field,
+        "labels": ", ".join(spec.label_names),
         "n": "",
         "rationales": "",
         "context": "",
         "example": "",
+        "neighbour": "",
+        "other_label": "",
         "aspect": "",
     }
     filled.update(values)
@@ -200,11 +214,12 @@ def run_requests(
     round_index: int,
     desc: str,
     deduplicator: Deduplicator | None,
-) -> SynthesisOutcome:
-    """Send ``requests`` through the engine; collect accepted examples, rejection reasons and usage."""
+) -> tuple[SynthesisOutcome, list[Any]]:
+    """Send ``requests`` through the engine; collect accepted examples, rejection reasons, retries and usage.
+    Returns the outcome and the engine's results (one per request, in order)."""
     outcome = SynthesisOutcome(requested=len(requests))
     if not requests:
-        return outcome
+        return outcome, []
     # the engine drops (and retries) exact/near duplicates of anything the deduplicator has seen
     results = engine.generate(list(requests), stage=stage, round_index=round_index, desc=desc, dedup=deduplicator)
     for result in results:
@@ -212,8 +227,12 @@ def run_requests(
             outcome.rejected[(result.reason or "rejected").split(":")[0]] += 1
         else:
             outcome.examples.append(result.example)
+        outcome.api_calls += (getattr(result, "usage", None) or {}).get("api_calls", 0)
+        reasons = list(getattr(result, "reasons", None) or [])
+        asked_again = reasons if result.example is not None else reasons[:-1]  # the last reason of a drop is final
+        outcome.retries.update(r.split(":")[0] for r in asked_again)
     outcome.usage = stage_usage(engine, stage=stage, round_index=round_index)
-    return outcome
+    return outcome, results
 
 
 def stage_usage(engine: Any, *, stage: str, round_index: int) -> dict[str, Any]:
@@ -251,6 +270,7 @@ class SeedSynthesizer:
             and a longer run reuses the cached replies of a shorter one).
         max_attempts: attempts per request (the engine retries invalid replies).
         deduplicator: drops exact/near duplicates (default: a fresh one per synthesizer; ``None`` keeps all).
+        stage: the usage/report bucket of the example requests (``"zerogen"`` for the ZeroGen baseline).
     """
 
     def __init__(
@@ -266,10 +286,12 @@ class SeedSynthesizer:
         seed: int = 0,
         max_attempts: int = 3,
         deduplicator: Deduplicator | None | str = "default",
+        stage: str = "seed",
     ):
         self.spec = get_task(task)
         self.engine = engine
         self.prompts = prompts or self.spec.prompts
+        self.stage = stage
         self.contexts = list(contexts or [])
         if self.spec.context_field is not None and not self.contexts:
             raise S3ConfigError(
@@ -304,7 +326,9 @@ class SeedSynthesizer:
         for label in self.spec.label_names:
             for j in range(count):
                 aspect = RATIONALE_ASPECTS[j % len(RATIONALE_ASPECTS)]
-                user = format_prompt(self.prompts.rationale, self.spec, label=label, n=per_request, aspect=aspect)
+                user = format_prompt(
+                    self.prompts.rationale, self.spec, prompts=self.prompts, label=label, n=per_request, aspect=aspect
+                )
                 requests.append(
                     generation_request(
                         messages=messages_for(self.prompts, user),
@@ -391,6 +415,7 @@ class SeedSynthesizer:
             user = format_prompt(
                 self.prompts.seed,
                 spec,
+                prompts=self.prompts,
                 label=label,
                 rationales=rationales,
                 context=(delimit_data(context) + "\n") if context is not None else "",
@@ -398,7 +423,7 @@ class SeedSynthesizer:
             key = {
                 "task": spec.fingerprint(),
                 "prompts": self.prompts.version,
-                "stage": "seed",
+                "stage": "seed",  # the same for ``stage="zerogen"``: the prompts' version tells them apart
                 "index": index,
                 "label": label,
                 "context": hashlib.sha1(context.encode()).hexdigest() if context else None,
@@ -434,14 +459,15 @@ class SeedSynthesizer:
             raise S3ConfigError(f"number of seed examples must be a non-negative integer, got {n!r}")
         if self.uses_rationales:
             self.rationales(path=rationales_path, round_index=round_index)
-        return run_requests(
+        outcome, _ = run_requests(
             self.engine,
             self.requests(n, start=start),
-            stage="seed",
+            stage=self.stage,
             round_index=round_index,
-            desc=f"seed {self.spec.name}",
+            desc=f"{self.stage} {self.spec.name}",
             deduplicator=self.deduplicator,
         )
+        return outcome
 
 
 def _validate_rationales(obj: dict) -> tuple[dict | None, str | None]:

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent / "scripts"))
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from s3_hf.config import BASELINES  # noqa: E402
 from s3_hf.errors import S3ConfigError  # noqa: E402
 from s3_hf.pipeline import S3Config, config_from_args  # noqa: E402
 
@@ -30,7 +31,12 @@ def imdb_responder(body: dict) -> str:
     from s3_hf.testing.openai_server import last_user_text
 
     text = last_user_text(body)
-    h = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+    # the per-request seed counts, as sampling does: ZeroGen's prompts are the same for every example of a label
+    h = int(hashlib.sha256(f"{text}{body.get('seed')}".encode()).hexdigest()[:8], 16)
+    if text.startswith("Is the movie review below positive"):  # the LLM verifier: label the review by its words
+        review = text.split("<data>")[1]
+        positive = sum(w in review for w in POSITIVE) >= sum(w in review for w in NEGATIVE)
+        return json.dumps({"label": "positive" if positive else "negative"})
     if "reasons why" in text:
         words = POSITIVE if "could be positive" in text else NEGATIVE
         return json.dumps({"rationales": [f"{w} {h % 1000} scenes" for w in words[:4]]})
@@ -133,6 +139,7 @@ def _config(tmp_path, server_url, tiny_model, **overrides) -> S3Config:
         validation_size=24,
         test_size=30,
         max_errors_per_round=6,
+        error_pool_size=40,
         epochs=1.0,
         batch_size=8,
         max_concurrency=4,
@@ -206,7 +213,11 @@ def test_two_rounds_pushed_to_hub_with_kill_and_resume(tmp_path, monkeypatch, hu
     for k in (1, 2):
         info = rounds[str(k)]
         assert info["errors_used"] == min(6, rounds[str(k - 1)]["errors"])
-        assert info["requested"] == info["errors_used"] == info["accepted"] + sum(info["rejected"].values())
+        assert rounds[str(k - 1)]["pool_size"] == 40  # errors come from the error pool, not the validation rows
+        # k = 2 candidates per error, each verified by the LLM; every candidate is accounted for
+        assert info["requested"] == 2 * info["errors_used"] == info["accepted"] + sum(info["rejected"].values())
+        assert info["verification"]["llm"]["checked"] == info["accepted"] + info["rejected"].get("verifier_llm", 0)
+        assert info["mixing_ratio"] == round(info["new_rows"] / sum(len(data[j]) for j in range(k)), 3)
         assert info["new_rows"] == len(data[k])
         # the gold label of each error is kept (label-balanced error sample)
         errors = read_s3_json(out / "errors" / f"round_{k - 1}.jsonl", "imdb")
@@ -236,10 +247,15 @@ def test_two_rounds_pushed_to_hub_with_kill_and_resume(tmp_path, monkeypatch, hu
 
     card = Path(hf_hub_download(hub_repo_id, "README.md", repo_type="dataset", revision="round-2")).read_text()
     assert "## S3 rounds" in card and "![accuracy per round](accuracy.png)" in card
+    header = next(line for line in card.splitlines() if line.startswith("| round |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
     for k, name in ((0, "seed"), (1, "1"), (2, "2")):
         row = next(line for line in card.splitlines() if line.startswith(f"| {name} |"))
-        assert f"| {rounds[str(k)]['requested']} | {rounds[str(k)]['accepted']} |" in row
-        assert f"{rounds[str(k)]['test']:.3f}" in row
+        cells = dict(zip(columns, (c.strip() for c in row.strip("|").split("|"))))
+        assert cells["requested"] == str(rounds[str(k)]["requested"])
+        assert cells["accepted"] == str(rounds[str(k)]["accepted"])
+        assert cells["test accuracy"] == f"{rounds[str(k)]['test']:.3f}"
+        assert cells["pool"] == str(rounds[str(k)]["pool_size"])
     png = Path(hf_hub_download(hub_repo_id, "accuracy.png", repo_type="dataset", revision="round-2"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     run_config = json.loads(
@@ -258,7 +274,7 @@ def test_two_rounds_pushed_to_hub_with_kill_and_resume(tmp_path, monkeypatch, hu
 
 
 @pytest.mark.slow
-def test_zerogen_matches_s3_size_and_reuses_seed_calls(tmp_path, tiny_model, capsys):
+def test_baselines_match_s3_size_and_reuse_seed_calls(tmp_path, tiny_model, capsys):
     from s3_hf.pipeline import main
     from s3_hf.s3_json import read_s3_json
     from s3_hf.testing.openai_server import FakeOpenAIServer
@@ -293,26 +309,40 @@ def test_zerogen_matches_s3_size_and_reuses_seed_calls(tmp_path, tiny_model, cap
             "1",
             "--batch-size",
             "8",
+            "--error-pool-size",
+            "30",
             "--method",
             "s3",
             "zerogen",
+            "seed_same_size",
+            "goldgen",
         ]
         assert main(argv) == 0
         stats = server.stats()
+        prompts = [entry["user"] for entry in server.log]
     printed = capsys.readouterr().out
     state = json.loads((out / "state.json").read_text())
     s3_rows = sum(r["new_rows"] for r in state["s3"]["rounds"].values())
-    zerogen = read_s3_json(out / "zerogen" / "zerogen_train.jsonl", "imdb")
-    assert len(zerogen) == state["zerogen"]["target_rows"] == s3_rows
-    # zerogen's first seed_size requests are S3's seed requests: replayed from the cache, not sent again
+    rows = {name: read_s3_json(out / name / f"{name}_train.jsonl", "imdb") for name in BASELINES}
+    for name in BASELINES:  # every baseline trains on as many rows as S3 ended with
+        assert len(rows[name]) == state[name]["target_rows"] == state[name]["train_rows"] == s3_rows
+        assert 0.0 <= state[name]["test"] <= 1.0
+    # seed_same_size's first seed_size requests are S3's seed requests: replayed from the cache, not sent again
     assert max(stats["calls_by_digest"].values()) == 1
     seed = read_s3_json(out / "data" / "seed.jsonl", "imdb")
-    assert [e["text"] for e in zerogen[: len(seed)]] == [e["text"] for e in seed]
+    assert [e["text"] for e in rows["seed_same_size"][: len(seed)]] == [e["text"] for e in seed]
+    # goldgen: S3's seed, then extrapolations of pool rows, verified like S3's
+    assert rows["goldgen"][: len(seed)] == seed and state["goldgen"]["verification"]["llm"]["checked"] > 0
+    # zerogen: ZeroGen's own plain prompt, without rationales
+    assert sum("Write a positive movie review. Answer" in p or "Write a negative movie review. Answer" in p
+               for p in prompts) >= state["zerogen"]["requested"]  # fmt: skip
+    assert not any(e["text"] in {s["text"] for s in seed} for e in rows["zerogen"])
     # the local dataset folder is versioned with git, one tag per round
     from s3_hf.hub import load_round
 
     assert len(load_round(str(out / "dataset"), "all", revision="round-0")) == len(seed)
-    assert "| seed |" in printed and "| zerogen |" in printed and "| s3 (all rounds) |" in printed
+    assert "| seed |" in printed and "| s3 (all rounds) |" in printed
+    assert all(f"| {name} |" in printed for name in BASELINES)
 
 
 @pytest.mark.slow
@@ -348,7 +378,7 @@ def test_one_round_with_real_smollm2(tmp_path, tiny_model):
         info = rounds[k]
         assert info["requested"] == info["accepted"] + sum(info["rejected"].values())
         assert info["usage"]["completion_tokens"] > 0
-    assert rounds["0"]["requested"] == 4 and rounds["1"]["requested"] == min(1, rounds["0"]["errors"])
+    assert rounds["0"]["requested"] == 4 and rounds["1"]["requested"] == 2 * min(1, rounds["0"]["errors"])
     assert rounds["0"]["accepted"] >= 1
     assert (Path(config.output_dir) / "dataset" / "README.md").is_file()
 
@@ -382,7 +412,7 @@ def test_torchrun_two_processes_generate_once_and_train_on_both(tmp_path, tiny_m
              "--task", "imdb", "--rounds", "1", "--output-dir", str(out), "--base-url", server.url, "--model",
              "fake-llm", "--small-model", tiny_model, "--seed-size", "10", "--rationales-per-label", "4",
              "--validation-size", "20", "--test-size", "20", "--max-errors-per-round", "4", "--epochs", "1",
-             "--batch-size", "4"],
+             "--batch-size", "4", "--error-pool-size", "30"],
             env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         stats = server.stats()
@@ -393,9 +423,9 @@ def test_torchrun_two_processes_generate_once_and_train_on_both(tmp_path, tiny_m
     # the LLM was called by the main process only: once per request, no body twice
     assert stats["calls"] == rounds["0"]["usage"]["requests"] + rounds["1"]["usage"]["requests"]
     assert max(stats["calls_by_digest"].values()) == 1
-    # the evaluation saw every validation example once (gathered across the 2 processes, padding dropped)
+    # the evaluation saw every error-pool example once (gathered across the 2 processes, padding dropped)
     errors = read_s3_json(out / "errors" / "round_0.jsonl", "imdb")
-    assert len(errors) == rounds["0"]["errors"] == round((1 - rounds["0"]["validation"]) * 20)
+    assert len(errors) == rounds["0"]["errors"] == round((1 - rounds["0"]["pool"]) * 30)
     assert len(load_round(str(out / "dataset"), "all", revision="round-1")) == sum(
         r["new_rows"] for r in rounds.values()
     )
@@ -436,12 +466,16 @@ def context_responder(task: str):
 
         text = last_user_text(body)
         h = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+        if text.startswith("Does the sentence contain the answer"):  # the LLM verifier of QNLI: a coin flip
+            return json.dumps({"label": "entailment" if h % 2 else "not_entailment"})
+        if text.startswith("Answer the question about the paragraph"):  # the QA verifier: the word the question names
+            return json.dumps({"answer": text.split("is '")[1].split("'?")[0]})
         data = text.split("<data>\n")[1].split("\n</data>")[0]
         data = data.removeprefix("paragraph: ").split("\nquestion: ")[0]
         words = [w.strip(".,;:()\"'") for w in data.split()]
         word = next((w for w in words[h % len(words) :] + words if len(w) > 2), words[0])
         if task == "adqa":
-            return json.dumps({"question": f"Which word {h % 1000} is it?", "answer": word})
+            return json.dumps({"question": f"Which word {h % 1000} is '{word}'?", "answer": word})
         return json.dumps({"question": f"What about {word} number {h % 997}?"})
 
     return respond
@@ -534,7 +568,8 @@ def test_default_token_budget_fits_each_task_before_any_llm_call():
 
 def test_yaml_method_string_is_split_like_the_flag(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text('method: "s3 zerogen"\nzerogen_size: 10\n')
+    path.write_text('method: "s3 zerogen"\nbaseline_size: 10\nverifiers: llm,student\n')
+    assert config_from_args(["--config", str(path)]).verifiers == ["llm", "student"]
     assert config_from_args(["--config", str(path)]).method == ["s3", "zerogen"]
     path.write_text("method: s3,zerogen\n")
     assert config_from_args(["--config", str(path)]).method == ["s3", "zerogen"]
@@ -567,7 +602,7 @@ def test_empty_gold_test_split_gives_no_score(tmp_path, monkeypatch, caplog):
     assert "no labelled rows; skipping the test score" in caplog.text
 
 
-def test_zerogen_usage_counts_only_its_own_calls(tmp_path):
+def test_seed_same_size_usage_counts_only_its_own_calls(tmp_path):
     from fake_llm import FakeEngine
 
     from s3_hf.pipeline import S3Pipeline
@@ -578,12 +613,14 @@ def test_zerogen_usage_counts_only_its_own_calls(tmp_path):
 
     engine = FakeEngine(responder, usage=UsageTracker(prices={}))
     engine.usage.add(stage="seed", round_index=0, model="fake", prompt_tokens=1000, completion_tokens=500)  # S3's
-    config = S3Config(output_dir=str(tmp_path / "run"), method="zerogen", zerogen_size=4, rationales_per_label=2)
+    config = S3Config(
+        output_dir=str(tmp_path / "run"), method="seed_same_size", baseline_size=4, rationales_per_label=2
+    )
     pipeline = S3Pipeline(config, engine=engine)
     pipeline._load_state()
     (pipeline.out / "rationales.json").parent.mkdir(parents=True, exist_ok=True)
-    pipeline._stage_zerogen_data()
-    usage = pipeline.state["zerogen"]["usage"]
+    pipeline._stage_baseline_data("seed_same_size")
+    usage = pipeline.state["seed_same_size"]["usage"]
     seed_calls = engine.calls["seed"]
     assert seed_calls >= 4 and usage["requests"] == seed_calls
     assert usage["prompt_tokens"] == 10 * seed_calls and usage["completion_tokens"] == 5 * seed_calls
@@ -607,9 +644,8 @@ def test_llm_usage_json_accumulates_over_resumed_runs(tmp_path):
     assert [r["requests"] for r in saved["rows"] if r["stage"] == "seed"] == [2]  # one row per (stage, round, model)
 
 
-def test_local_gold_counts_by_content_and_earlier_runs_still_resume(tmp_path, monkeypatch):
-    """A gold file named by another path spelling is the same run; edited gold data is not; a state written with the
-    earlier path-spelled fingerprint resumes (and is migrated)."""
+def test_local_gold_counts_by_content(tmp_path, monkeypatch):
+    """A gold file named by another path spelling is the same run; edited gold data is not."""
     from s3_hf.pipeline import S3Pipeline
 
     gold = tmp_path / "gold" / "rte.jsonl"
@@ -622,20 +658,13 @@ def test_local_gold_counts_by_content_and_earlier_runs_still_resume(tmp_path, mo
 
     relative, absolute = config("gold/rte.jsonl"), config(str(gold))
     assert relative.data_fingerprint() == absolute.data_fingerprint()
-    assert relative.data_fingerprint(legacy=True) != absolute.data_fingerprint(legacy=True)  # the old behaviour
-    assert config("offline").data_fingerprint() == config("offline").data_fingerprint(legacy=True)
     folder = config(str(gold.parent))
     before = folder.data_fingerprint()
 
     pipeline = S3Pipeline(relative)
     pipeline._load_state()
-    pipeline.state["fingerprint"] = relative.data_fingerprint(legacy=True)  # as an earlier version wrote it
     (tmp_path / "run").mkdir(exist_ok=True)
     pipeline.state_path.write_text(json.dumps(pipeline.state), encoding="utf-8")
-    resumed = S3Pipeline(relative)
-    resumed._load_state()
-    assert resumed.state["fingerprint"] == relative.data_fingerprint()
-    resumed.state_path.write_text(json.dumps(resumed.state), encoding="utf-8")
     S3Pipeline(absolute)._load_state()  # the same data by another path: resumes
 
     gold.write_text('{"premise": "A dog ran.", "hypothesis": "A dog.", "label": 0}\n', encoding="utf-8")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
 import threading
 import time
@@ -39,6 +40,7 @@ from .loopback import LoopbackServer
 
 FAULTS = ("429", "500", "503", "timeout", "drop", "garbled", "truncated_json", "wrong_label", "refusal")
 REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
+_TOKEN = re.compile(r"\w+|[^\w\s]")  # the fake server's "tokens": words and single punctuation marks
 
 Responder = Callable[[dict[str, Any]], str]
 
@@ -99,6 +101,8 @@ class FakeOpenAIServer(LoopbackServer):
         retry_after_s: the ``retry-after`` a 429 fault sends.
         hang_s: how long a ``"timeout"`` fault stalls.
         reject_response_format: answer 400 to any request with ``response_format`` (a server without JSON mode).
+        logprobs: answer ``logprobs`` requests with top alternatives of the first generated tokens (the token written
+            at logprob -0.05, a filler at -6); ``False``: ``"logprobs": null``, as servers without them do.
         port: port to bind (0: a free one).
     """
 
@@ -117,6 +121,7 @@ class FakeOpenAIServer(LoopbackServer):
         retry_after_s: float = 0.1,
         hang_s: float = 2.0,
         reject_response_format: bool = False,
+        logprobs: bool = True,
         port: int = 0,
     ):
         if over_capacity not in ("queue", "reject"):
@@ -129,6 +134,7 @@ class FakeOpenAIServer(LoopbackServer):
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
         self.reject_response_format = reject_response_format
+        self.logprobs = logprobs
         self._slots = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
         self._bucket = _TokenBucket(rps, rps_burst) if rps else None
         self._lock = threading.Lock()
@@ -340,16 +346,41 @@ class FakeOpenAIServer(LoopbackServer):
         }
         created = int(time.time())
         model = body.get("model", "fake")
+        tokens = _TOKEN.findall(text)[:8] if self.logprobs and body.get("logprobs") else []
         if chat:
+            logprobs = None
+            if tokens:
+                logprobs = {
+                    "content": [
+                        {
+                            "token": t,
+                            "logprob": -0.05,
+                            "bytes": None,
+                            "top_logprobs": [
+                                {"token": t, "logprob": -0.05, "bytes": None},
+                                {"token": " the", "logprob": -6.0, "bytes": None},
+                            ],
+                        }
+                        for t in tokens
+                    ]
+                }
             choice = {
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": finish,
-                "logprobs": None,
+                "logprobs": logprobs,
             }
             payload = {"id": f"chatcmpl-{call_index}", "object": "chat.completion", "created": created}
         else:
-            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+            logprobs = None
+            if tokens:
+                logprobs = {
+                    "tokens": tokens,
+                    "token_logprobs": [-0.05] * len(tokens),
+                    "top_logprobs": [{t: -0.05, " the": -6.0} for t in tokens],
+                    "text_offset": [0] * len(tokens),
+                }
+            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs}
             payload = {"id": f"cmpl-{call_index}", "object": "text_completion", "created": created}
         payload.update({"model": model, "choices": [choice], "usage": usage})
         handler._send(200, payload)
