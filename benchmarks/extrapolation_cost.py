@@ -1,0 +1,186 @@
+"""Where error extrapolation's time goes, and which prompt kit pays: seconds, calls and tokens per accepted row.
+
+One LLM engine (the embedded llama.cpp server by default; no response cache, so every call is real) runs, side by
+side on the same real gold "errors" (label-balanced IMDb pool rows):
+
+- ``seed``: seed synthesis of as many requests (the reference: short prompts);
+- ``v3``: the earlier extrapolation prompt (example first, 1,000 characters of it, one candidate per error, no
+  request affinity) — the "before" of issue 14;
+- every ``--variants`` entry: the current kit with a setting changed: ``default`` (the shipped prompts, k candidates,
+  the shipped character budget, the contrastive neighbour), ``nocontrast``, ``short`` (300 characters of the error).
+
+For each: requests, API calls (and why they exceed requests), accepted rows after de-duplication, rows kept by the LLM
+verifier, prompt / completion tokens per request, and generation + verification seconds per kept row, with the ratio
+to seed seconds per accepted row.
+
+    python benchmarks/extrapolation_cost.py --errors 12 --k 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+V3_EXTRAPOLATE = (
+    "Here is a {label} movie review that a sentiment classifier got wrong:\n{example}\n"
+    "Write a new {label} movie review of at most four sentences, similar to it in topic and style but not a copy. "
+    'Answer as JSON: {{"text": "<the review>"}}'
+)
+
+
+def run_variant(name: str, engine, spec, errors, pool, *, k: int, chars: int, prompts, contrast: bool, verify: bool):
+    from s3_hf.extrapolation import ErrorExtrapolator
+    from s3_hf.synthesis import make_deduplicator
+    from s3_hf.verification import LLMLabelVerifier
+
+    dedup = make_deduplicator(spec)
+    dedup.seed(errors)
+    extrapolator = ErrorExtrapolator(
+        spec,
+        engine,
+        examples_per_error=k,
+        prompts=prompts,
+        max_example_chars=chars,
+        contrast_pool=pool if contrast else None,
+        deduplicator=dedup,
+        stage=name,
+    )
+    requests = extrapolator.requests(errors)
+    if name == "v3":
+        for request in requests:
+            request.affinity = None
+    started = time.time()
+    results = engine.generate(requests, stage=name, desc=name, dedup=dedup)
+    generation = time.time() - started
+    accepted = [r.example for r in results if r.example is not None]
+    kept, verification = len(accepted), 0.0
+    if verify and accepted:
+        started = time.time()
+        kept = sum(v.keep for v in LLMLabelVerifier(spec, engine).verdicts(accepted))
+        verification = time.time() - started
+    calls = sum(r.usage["api_calls"] for r in results)
+    retries: dict[str, int] = {}
+    for r in results:
+        for reason in r.reasons if r.example is not None else r.reasons[:-1]:
+            retries[reason] = retries.get(reason, 0) + 1
+    usage = engine.usage.total(stage=name)
+    return {
+        "variant": name,
+        "requests": len(requests),
+        "api_calls": calls,
+        "retries": retries,
+        "accepted": len(accepted),
+        "kept": kept,
+        "prompt_tokens": usage.get("prompt_tokens", 0) / max(1, calls),
+        "completion_tokens": usage.get("completion_tokens", 0) / max(1, calls),
+        "seconds_generation": generation,
+        "seconds_verification": verification,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--errors", type=int, default=12, help="gold rows extrapolated (label-balanced)")
+    parser.add_argument("--k", type=int, default=2, help="candidates per error of the current kit")
+    parser.add_argument("--variants", nargs="*", default=["default", "nocontrast", "short"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--local-model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--base-url", default=None)
+    parser.add_argument("--model", default="local")
+    parser.add_argument("--out", default="runs/extrapolation_cost")
+    cli = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from s3_hf.config import S3Config
+    from s3_hf.gold import load_gold
+    from s3_hf.llm_engine import LLMConfig, LLMEngine
+    from s3_hf.synthesis import SeedSynthesizer, make_deduplicator
+    from s3_hf.tasks import get_task
+
+    spec = get_task("imdb")
+    defaults = S3Config()
+    rows = load_gold(spec, "offline")["train"].shuffle(seed=cli.seed).select(range(400)).to_list()
+    rng = random.Random(cli.seed)
+    by_label = {label: [r for r in rows if r["label"] == label] for label in (0, 1)}
+    errors = [by_label[i % 2][i // 2] for i in range(cli.errors)]
+    pool = [r for r in rows if r not in errors]
+    rng.shuffle(pool)
+    config = LLMConfig(
+        base_url=cli.base_url,
+        model=cli.model,
+        local_model=cli.local_model,
+        temperature=defaults.temperature,
+        max_tokens=defaults.max_tokens,
+        seed=cli.seed,
+        max_concurrency=defaults.max_concurrency,
+        local_replicas=defaults.local_replicas,
+    )
+    v3 = dataclasses.replace(spec.prompts, extrapolate=V3_EXTRAPOLATE, contrast=None, version="3-benchmark")
+    results: list[dict[str, Any]] = []
+    with LLMEngine(config) as engine:
+        synth = SeedSynthesizer(spec, engine, seed=cli.seed, deduplicator=make_deduplicator(spec))
+        synth.rationales(path=Path(cli.out) / "rationales.json")
+        started = time.time()
+        outcome = synth.generate(cli.errors * cli.k)
+        seed_seconds = time.time() - started
+        usage = engine.usage.total(stage="seed")
+        results.append(
+            {
+                "variant": "seed",
+                "requests": outcome.requested,
+                "api_calls": outcome.api_calls,
+                "retries": dict(outcome.retries),
+                "accepted": outcome.accepted,
+                "kept": outcome.accepted,
+                "prompt_tokens": usage.get("prompt_tokens", 0) / max(1, outcome.api_calls),
+                "completion_tokens": usage.get("completion_tokens", 0) / max(1, outcome.api_calls),
+                "seconds_generation": seed_seconds,
+                "seconds_verification": 0.0,
+            }
+        )
+        common = dict(verify=True)
+        results.append(
+            run_variant("v3", engine, spec, errors, pool, k=1, chars=1000, prompts=v3, contrast=False, **common)
+        )
+        settings = {
+            "default": dict(chars=defaults.max_example_chars, contrast=True),
+            "nocontrast": dict(chars=defaults.max_example_chars, contrast=False),
+            "short": dict(chars=300, contrast=True),
+        }
+        for name in cli.variants:
+            results.append(
+                run_variant(name, engine, spec, errors, pool, k=cli.k, prompts=None, **settings[name], **common)
+            )
+    seed_per_row = results[0]["seconds_generation"] / max(1, results[0]["accepted"])
+    lines = [
+        f"Extrapolation cost on {cli.errors} real IMDb rows (k={cli.k} for the current kit), one engine, no cache",
+        "",
+        "| variant | requests | API calls (retries by reason) | accepted | kept by LLM verifier | prompt tok / call | "
+        "compl. tok / call | s per accepted row | s per kept row (incl. verify) | × seed s per row |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        per_accepted = r["seconds_generation"] / max(1, r["accepted"])
+        per_kept = (r["seconds_generation"] + r["seconds_verification"]) / max(1, r["kept"])
+        retries = ", ".join(f"{k} {v}" for k, v in sorted(r["retries"].items())) or "none"
+        lines.append(
+            f"| {r['variant']} | {r['requests']} | {r['api_calls']} ({retries}) | {r['accepted']} | {r['kept']} | "
+            f"{r['prompt_tokens']:.0f} | {r['completion_tokens']:.0f} | {per_accepted:.1f} | {per_kept:.1f} | "
+            f"{per_kept / seed_per_row:.2f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    out = Path(cli.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "extrapolation_cost.md").write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
