@@ -112,6 +112,8 @@ def _recipe(cli) -> dict[str, Any]:
         "examples_per_error": cli.examples_per_error,
         "verifiers": cli.verifiers,
         "error_pool_size": cli.error_pool_size,
+        "local_replicas": cli.local_replicas,
+        "max_example_chars": cli.max_example_chars,
     }
     values = {k: v for k, v in values.items() if v is not None}
     if cli.select_hard:
@@ -363,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples-per-error", type=int, default=None, help="k (default: the pipeline's)")
     parser.add_argument("--verifiers", nargs="*", default=None, help="llm, student, or none (default: the pipeline's)")
     parser.add_argument("--error-pool-size", type=int, default=None, help="default: the pipeline's")
+    parser.add_argument("--max-example-chars", type=int, default=None, help="default: the pipeline's")
+    parser.add_argument("--local-replicas", type=int, default=None, help="embedded llama.cpp servers")
     parser.add_argument("--select-hard", action="store_true", help="keep only candidates the student gets wrong")
     parser.add_argument("--no-contrast", action="store_true", help="no correctly classified neighbour in prompts")
     parser.add_argument("--out", default="runs/quality")

@@ -486,7 +486,7 @@ def load_round(
     """Load a config of a published dataset, as of ``revision`` (a tag such as ``round-1``, a branch or a commit).
 
     A Hub target calls ``load_dataset(repo_id, config, revision=...)``; a local folder is read from its working tree
-    (``revision=None``) or from :func:`materialize_revision`.
+    (``revision=None``, prepared afresh each time) or from :func:`materialize_revision`.
     """
     import datasets
 
@@ -495,5 +495,11 @@ def load_round(
         return datasets.load_dataset(
             repo_id, config, revision=revision, split=split, token=token, streaming=streaming, **load_kwargs
         )
-    source = Path(target) if revision is None else materialize_revision(target, revision)
+    if revision is None:
+        # datasets keys the cache of a local folder by its name and card, not by its files' contents: the working
+        # tree of a folder published to again would load the rows of the previous round
+        load_kwargs.setdefault("download_mode", "force_redownload")
+        source = Path(target)
+    else:
+        source = materialize_revision(target, revision)  # one folder per commit: its cache cannot go stale
     return datasets.load_dataset(str(source), config, split=split, streaming=streaming, **load_kwargs)

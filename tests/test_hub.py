@@ -320,3 +320,13 @@ def test_repo_without_main_branch_is_a_clear_publish_error(hub_server, hub_repo_
     monkeypatch.setattr(HfApi, "list_repo_refs", refs_without_main)
     with pytest.raises(PublishError, match=f"{hub_repo_id} has no 'main' branch"):
         publish_round(f"hf://datasets/{hub_repo_id}", "imdb", "seed", stage(tmp_path, "imdb", "seed"))
+
+
+def test_local_working_tree_loads_the_latest_rows_not_a_stale_cache(tmp_path):
+    """datasets caches a local folder by name and card: a folder rewritten with other rows (same sizes, same card)
+    must not load its old rows."""
+    folder = stage(tmp_path, "imdb", "seed", name="dataset")
+    assert load_round(folder, "all")["text"][:] == texts("all", "seed")
+    other = {"seed": [("a quiet, tender film", 1), ("a loud, empty film", 0), ("sharp and smart", 1)]}
+    stage(tmp_path, "imdb", "seed", rounds=other, name="dataset")
+    assert load_round(folder, "all")["text"][:] == [t for t, _ in other["seed"]]
