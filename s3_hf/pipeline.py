@@ -381,7 +381,7 @@ class S3Pipeline:
 
             errors = load_errors(self.errors_path(k - 1), self.spec)
             dedup.seed(errors)  # no copy of a gold example either
-            contrast = None if self.spec.is_qa else self._correct_pool_rows(k - 1)
+            contrast = self._correct_pool_rows(k - 1) if c.contrast and not self.spec.is_qa else None
             outcome = self._extrapolator(k, dedup, contrast_pool=contrast).extrapolate(errors, round_index=k)
             stages = ("extrapolate", "verify")
             used = {"errors_used": min(len(errors), c.max_errors_per_round or len(errors))}
@@ -677,7 +677,7 @@ class S3Pipeline:
             rows = pool[offset : offset + draw]
             offset += draw
             dedup.seed(rows)
-            contrast = None if self.spec.is_qa else [r for r in pool if r not in rows][:1000]
+            contrast = [r for r in pool if r not in rows][:1000] if self.config.contrast and not self.spec.is_qa else None
             extrapolator = self._extrapolator(1, dedup, contrast_pool=contrast, stage="goldgen", hard=False)
             extrapolator.max_errors = None
             outcome = extrapolator.extrapolate(rows, round_index=GOLDGEN_ROUND)

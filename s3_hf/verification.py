@@ -196,7 +196,7 @@ class LLMLabelVerifier:
                     prefill=prefill,
                     span_fields=("answer",) if spec.is_qa else (),
                     max_attempts=self.max_attempts,
-                    max_tokens=48 if spec.is_qa else 8,
+                    max_tokens=48 if spec.is_qa else 16,  # room for the whole `{"label": ...}` without prefill
                     temperature=0.0,
                     logprobs=None if spec.is_qa else self.logprobs,
                 )
