@@ -605,11 +605,7 @@ class S3Pipeline:
             need = target - len(examples)
             outcome = synth.generate(need, start=start, round_index=0, rationales_path=self.out / "rationales.json")
             examples += outcome.examples
-            info["requested"] += outcome.requested
-            info["api_calls"] += outcome.api_calls
-            for key, counts in (("rejected", outcome.rejected), ("retries", outcome.retries)):
-                for reason, count in counts.items():
-                    info[key][reason] = info[key].get(reason, 0) + count
+            _accumulate(info, outcome)
             start += need
             passes += 1
         return examples[:target], info
@@ -671,7 +667,6 @@ class S3Pipeline:
         dedup.seed(seed)
         examples: list[dict[str, Any]] = []
         info: dict[str, Any] = {"target_rows": target, "requested": 0, "rejected": {}, "api_calls": 0, "retries": {}}
-        info["verification"] = {}
         offset = 0
         while len(examples) < need and offset < len(pool):
             rows = pool[offset : offset + draw]
@@ -682,15 +677,7 @@ class S3Pipeline:
             extrapolator.max_errors = None
             outcome = extrapolator.extrapolate(rows, round_index=GOLDGEN_ROUND)
             examples += outcome.examples
-            info["requested"] += outcome.requested
-            info["api_calls"] += outcome.api_calls
-            for key, counts in (("rejected", outcome.rejected), ("retries", outcome.retries)):
-                for reason, count in counts.items():
-                    info[key][reason] = info[key].get(reason, 0) + count
-            for verifier, stats in outcome.verification.items():
-                total = info["verification"].setdefault(verifier, {"checked": 0, "kept": 0, "dropped": 0})
-                for field_name, value in stats.items():
-                    total[field_name] += value
+            _accumulate(info, outcome)
         info["pool_rows_used"] = min(offset, len(pool))
         return seed + examples[:need], info
 
@@ -786,6 +773,20 @@ class S3Pipeline:
             self._own_engine.close()
             self._own_engine = None
             self._engine = None
+
+
+def _accumulate(info: dict[str, Any], outcome: Any) -> None:
+    """Add a :class:`~s3_hf.synthesis.SynthesisOutcome`'s counts (requests, API calls, rejections and retries by
+    reason, verifier counts) to a baseline's ``info`` record."""
+    info["requested"] += outcome.requested
+    info["api_calls"] += outcome.api_calls
+    for key, counts in (("rejected", outcome.rejected), ("retries", outcome.retries)):
+        for reason, count in counts.items():
+            info[key][reason] = info[key].get(reason, 0) + count
+    for verifier, stats in outcome.verification.items():
+        total = info.setdefault("verification", {}).setdefault(verifier, {"checked": 0, "kept": 0, "dropped": 0})
+        for name, value in stats.items():
+            total[name] += value
 
 
 def main(argv: list[str] | None = None) -> int:
