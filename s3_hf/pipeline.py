@@ -341,7 +341,7 @@ class S3Pipeline:
             keep_per_error=c.keep_per_error,
             max_errors=c.max_errors_per_round,
             max_example_chars=c.max_example_chars,
-            contrast_pool=contrast_pool if c.contrast else None,
+            contrast_pool=contrast_pool,  # callers pass None without --contrast
             verifiers=verifiers,
             seed=c.seed + k,
             max_attempts=c.max_attempts,
