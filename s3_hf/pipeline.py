@@ -321,10 +321,17 @@ class S3Pipeline:
                     )
                 )
         if c.select_hard:
-            student = StudentLabelVerifier(
-                self.spec, self._student_dir(student_round), mode="hard", max_length=c.max_length
-            )
-            out.append(student)
+            agree = next((v for v in out if v.name == "student"), None)
+            if agree is not None:  # one student model in memory, shared by the verifier and the selection
+                agree.load()
+                hard = StudentLabelVerifier(
+                    self.spec, agree.model, agree.tokenizer, mode="hard", max_length=c.max_length
+                )
+            else:
+                hard = StudentLabelVerifier(
+                    self.spec, self._student_dir(student_round), mode="hard", max_length=c.max_length
+                )
+            out.append(hard)
         return out
 
     def _extrapolator(self, k: int, dedup, *, contrast_pool, stage: str = "extrapolate", hard: bool = True):

@@ -274,7 +274,8 @@ class StudentLabelVerifier:
     def name(self) -> str:
         return "student" if self.mode == "agree" else "hard"
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """Load the model and tokenizer (once; a loaded model is kept)."""
         if isinstance(self.model, (str, Path)):
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -291,7 +292,7 @@ class StudentLabelVerifier:
         import numpy as np
         import torch
 
-        self._load()
+        self.load()
         self.model.eval()
         rows = []
         for start in range(0, len(candidates), self.batch_size):
