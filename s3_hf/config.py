@@ -128,6 +128,13 @@ class S3Config:
             "default: with the 0.5B local model it cost more and kept fewer candidates, benchmarks/extrapolation_cost.py)"
         ),
     )
+    extrapolate_context: bool = field(
+        default=False,
+        metadata=_help(
+            "pair tasks: error extrapolation writes a new context (e.g. the RTE premise) as well as the second text, "
+            "instead of keeping the error's; for data to ship when the gold texts may not be shipped"
+        ),
+    )
     max_example_chars: int = field(
         default=600, metadata=_help("gold texts shown in extrapolation prompts are cut to about this many characters")
     )
@@ -168,6 +175,13 @@ class S3Config:
         default=None, metadata=_help("small model: any AutoModel checkpoint (default: the packaged all-MiniLM-L6-v2)")
     )
     epochs: float = field(default=6.0, metadata=_help("training epochs per round (small seed sets need several)"))
+    load_best_model_at_end: bool = field(
+        default=False,
+        metadata=_help(
+            "score the error pool after every epoch and keep the best epoch's model (transformers' "
+            "load_best_model_at_end, on the task's primary metric); every method trains with the same recipe"
+        ),
+    )
     batch_size: int = field(default=16, metadata=_help("per-device train and eval batch size"))
     learning_rate: float = field(default=1e-4, metadata=_help("small-model learning rate"))
     max_length: int | None = field(
@@ -228,6 +242,11 @@ class S3Config:
         if self.spec.is_qa and ("student" in self.verifiers or self.select_hard):
             raise S3ConfigError(
                 f"S3Config.verifiers 'student' and select_hard are for classification tasks, not {self.task!r}"
+            )
+        if self.extrapolate_context and (self.spec.is_qa or not self.spec.context_field):
+            raise S3ConfigError(
+                f"S3Config.extrapolate_context is for pair classification tasks (a premise-like context field); "
+                f"task {self.task!r} has context field {self.spec.context_field!r} and kind {self.spec.kind!r}"
             )
         if not 0 < self.verify_threshold < 1:
             raise S3ConfigError(f"S3Config.verify_threshold must be in (0, 1), got {self.verify_threshold!r}")

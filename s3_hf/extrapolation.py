@@ -4,7 +4,8 @@ For each misclassified gold example the LLM sees the example with its *gold* lab
 most similar correctly classified example of another label) and writes ``k`` candidate examples like it with that
 label; verifiers (:mod:`s3_hf.verification`) keep the candidates whose label they confirm. Pair and QA tasks keep the
 error's context (premise / sentence / paragraph) and write a new second text (hypothesis / question, plus an answer
-span for QA). The prompts are :mod:`s3_hf.prompts`'; pass ``prompts=`` to override them.
+span for QA); with ``new_context=True`` a pair task writes a new context too (for data to ship when the gold texts may
+not be: a new premise that copies the error's is rejected as ``copied_premise``). The prompts are :mod:`s3_hf.prompts`'; pass ``prompts=`` to override them.
 
 The errors can be the :class:`~s3_hf.callback.MisclassificationCallback` output (a ``datasets.Dataset``), a list of
 canonical examples, or a file in the task's S3 json format (e.g. the callback's ``misclassified/step-N.jsonl``).
@@ -31,7 +32,7 @@ from typing import Any
 from .dedup import Deduplicator, normalise_text
 from .errors import S3ConfigError, S3DataError
 from .output_parsing import delimit_data
-from .prompts import PromptSet
+from .prompts import GENERIC_EXTRAPOLATE_CONTEXT, PromptSet
 from .s3_json import read_s3_json
 from .synthesis import (
     SynthesisOutcome,
@@ -108,6 +109,8 @@ class ErrorExtrapolator:
         max_attempts: attempts per request.
         deduplicator: drops exact/near duplicates; seed it with earlier rounds (default: a fresh one).
         stage: the usage/report bucket of the generation requests (``"goldgen"`` for that baseline).
+        new_context: pair classification tasks: write a new context (premise) as well, with the prompt template
+            ``extrapolate_context`` (contrast is not used then).
         per_error: former name of ``examples_per_error``.
     """
 
@@ -127,6 +130,7 @@ class ErrorExtrapolator:
         max_attempts: int = 3,
         deduplicator: Deduplicator | None | str = "default",
         stage: str = "extrapolate",
+        new_context: bool = False,
         per_error: int | None = None,
     ):
         self.spec = get_task(task)
@@ -145,6 +149,12 @@ class ErrorExtrapolator:
             raise S3ConfigError(f"ErrorExtrapolator max_errors must be None or >= 0, got {max_errors!r}")
         if max_example_chars < 50:
             raise S3ConfigError(f"ErrorExtrapolator max_example_chars must be >= 50, got {max_example_chars!r}")
+        if new_context and (self.spec.is_qa or not self.spec.context_field):
+            raise S3ConfigError(
+                f"ErrorExtrapolator new_context is for pair classification tasks, not {self.spec.name!r} "
+                f"({self.spec.kind}, context field {self.spec.context_field!r})"
+            )
+        self.new_context = new_context
         self.examples_per_error = examples_per_error
         self.keep_per_error = keep_per_error
         self.prompts = prompts or self.spec.prompts
@@ -155,7 +165,8 @@ class ErrorExtrapolator:
         self.max_attempts = max_attempts
         self.stage = stage
         self.deduplicator = make_deduplicator(self.spec) if deduplicator == "default" else deduplicator
-        self.contrast_pool = [] if self.spec.is_qa or not self.prompts.contrast else list(contrast_pool or [])
+        no_contrast = self.spec.is_qa or not self.prompts.contrast or new_context
+        self.contrast_pool = [] if no_contrast else list(contrast_pool or [])
         self._pool_words = [self._words(example) for example in self.contrast_pool]
 
     @property
@@ -218,7 +229,10 @@ class ErrorExtrapolator:
             if neighbour is not None:
                 values["neighbour"] = self._shown(neighbour)
                 values["other_label"] = spec.label_names[neighbour["label"]]
-            template = self.prompts.contrast if neighbour is not None else self.prompts.extrapolate
+            if self.new_context:
+                template = self.prompts.extrapolate_context or GENERIC_EXTRAPOLATE_CONTEXT
+            else:
+                template = self.prompts.contrast if neighbour is not None else self.prompts.extrapolate
             user = format_prompt(template, spec, prompts=self.prompts, **values)
             digest = example_digest(example)
             key = {
@@ -228,14 +242,17 @@ class ErrorExtrapolator:
                 "error": digest,
                 "neighbour": example_digest(neighbour) if neighbour is not None else None,
             }
+            if self.new_context:
+                key["new_context"] = True
+            new_context = context if self.new_context else None
             for sample in range(self.examples_per_error):
                 out.append(
                     generation_request(
                         messages=messages_for(self.prompts, user),
-                        validate=example_validator(spec, label=label_id, context=context),
+                        validate=example_validator(spec, label=label_id, context=context, new_context_of=new_context),
                         key={**key, "sample": sample},
-                        json_schema=output_schema(spec),
-                        prefill=output_prefill(spec),
+                        json_schema=output_schema(spec, new_context=self.new_context),
+                        prefill=output_prefill(spec, new_context=self.new_context),
                         span_fields=span_fields(spec),
                         max_attempts=self.max_attempts,
                         meta={"error": digest, "sample": sample},

@@ -354,6 +354,7 @@ class S3Pipeline:
             max_attempts=c.max_attempts,
             deduplicator=dedup,
             stage=stage,
+            new_context=c.extrapolate_context,
         )
 
     def _correct_pool_rows(self, k: int) -> list[dict[str, Any]]:
@@ -433,6 +434,23 @@ class S3Pipeline:
         validation, test = self.gold()
         if not examples:
             raise S3Error(f"no training data for {run_dir.name}: every LLM reply was rejected (see state.json)")
+        primary = report.primary_metric(self.spec)
+        # the error pool is the Trainer's eval set; with load_best_model_at_end it also picks the epoch, for every
+        # method alike (validation and test stay out of training decisions)
+        select = c.load_best_model_at_end
+        selection = (
+            dict(
+                eval_strategy="epoch",
+                save_strategy="epoch",
+                load_best_model_at_end=True,
+                metric_for_best_model=primary,
+                greater_is_better=True,
+                save_total_limit=1,
+                save_only_model=True,
+            )
+            if select
+            else dict(eval_strategy="no", save_strategy="no")
+        )
         args = TrainingArguments(
             output_dir=str(run_dir / "trainer"),
             num_train_epochs=c.epochs,
@@ -441,8 +459,7 @@ class S3Pipeline:
             learning_rate=c.learning_rate,
             warmup_steps=0.1,  # a ratio of the training steps
             weight_decay=0.01,
-            eval_strategy="no",
-            save_strategy="no",
+            **selection,
             logging_strategy="no",
             report_to=[],
             seed=c.seed,
@@ -451,7 +468,7 @@ class S3Pipeline:
             disable_tqdm=False,
         )
         started = time.time()
-        errors_from = self.error_pool() if errors_path is not None else validation
+        errors_from = self.error_pool() if errors_path is not None or select else validation
         trainer = build_trainer(
             self.spec,
             c.small_model or self._default_small_model(),
@@ -462,15 +479,23 @@ class S3Pipeline:
         )
         trainer.train()
         train_seconds = time.time() - started
-        primary = report.primary_metric(self.spec)
         result: dict[str, Any] = {"train_rows": len(examples), "seconds_train": round(train_seconds, 1)}
+        if select:
+            result["best_epoch"] = _best_epoch(trainer.state)
+            self.process.wait_for_everyone()  # every process has loaded the best checkpoint
+            if self.process.is_main_process:
+                _remove_checkpoints(Path(args.output_dir))
         if errors_path is not None:
-            metrics = trainer.evaluate()
             callback = trainer.misclassification_callback
-            errors = callback.errors
+            errors = callback.best_errors if select else None
+            if errors is not None:  # the chosen epoch's evaluation already scored the pool with this model
+                pool_score = trainer.state.best_metric
+            else:
+                pool_score = trainer.evaluate().get(f"eval_{primary}")
+                errors = callback.errors
             if errors is None:
                 raise S3Error(f"{run_dir.name}: the MisclassificationCallback collected no errors from the evaluation")
-            result.update(pool_size=len(errors_from), pool=metrics.get(f"eval_{primary}"), errors=len(errors))
+            result.update(pool_size=len(errors_from), pool=pool_score, errors=len(errors))
             if self.process.is_main_process:
                 from .s3_json import write_s3_json
 
@@ -794,6 +819,23 @@ def _accumulate(info: dict[str, Any], outcome: Any) -> None:
         total = info.setdefault("verification", {}).setdefault(verifier, {"checked": 0, "kept": 0, "dropped": 0})
         for name, value in stats.items():
             total[name] += value
+
+
+def _best_epoch(state: Any) -> float | None:
+    """The epoch of the checkpoint ``load_best_model_at_end`` chose (``None`` when none was tracked)."""
+    step = getattr(state, "best_global_step", None)
+    for entry in state.log_history:
+        if step is not None and entry.get("step") == step and "epoch" in entry:
+            return round(float(entry["epoch"]), 2)
+    return None
+
+
+def _remove_checkpoints(trainer_dir: Path) -> None:
+    """Delete the epoch checkpoints of model selection (the chosen model is in memory, and saved where asked)."""
+    import shutil
+
+    for checkpoint in trainer_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,6 +110,7 @@ def format_prompt(template: str, spec: TaskSpec, *, prompts: PromptSet | None = 
         "neighbour": "",
         "other_label": "",
         "aspect": "",
+        "context_field": spec.context_field or "",
     }
     filled.update(values)
     try:
@@ -122,17 +123,19 @@ def messages_for(prompts: PromptSet, user: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": prompts.system}, {"role": "user", "content": user}]
 
 
-def output_schema(spec: TaskSpec) -> dict[str, Any]:
-    """JSON schema of the object the LLM answers with (the generated field; QA adds the answer span)."""
-    props = {spec.generated_field: {"type": "string"}}
+def output_schema(spec: TaskSpec, *, new_context: bool = False) -> dict[str, Any]:
+    """JSON schema of the object the LLM answers with (the generated field; QA adds the answer span; with
+    ``new_context`` the context field comes first)."""
+    props = {spec.context_field: {"type": "string"}} if new_context else {}
+    props[spec.generated_field] = {"type": "string"}
     if spec.is_qa:
         props["answer"] = {"type": "string"}
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
-def output_prefill(spec: TaskSpec) -> str:
+def output_prefill(spec: TaskSpec, *, new_context: bool = False) -> str:
     """Assistant-turn prefill that starts the JSON answer (stops small local models from refusing or chatting)."""
-    return '{"' + spec.generated_field + '": "'
+    return '{"' + (spec.context_field if new_context else spec.generated_field) + '": "'
 
 
 def span_fields(spec: TaskSpec) -> tuple[str, ...]:
@@ -155,18 +158,34 @@ def find_span(context: str, answer: str) -> int | None:
 
 
 def example_validator(
-    spec: TaskSpec, *, label: int | None = None, context: str | None = None
+    spec: TaskSpec, *, label: int | None = None, context: str | None = None, new_context_of: str | None = None
 ) -> Callable[[dict], tuple[dict | None, str | None]]:
     """A validator for :class:`~s3_hf.llm_engine.GenerationRequest`: parsed LLM object -> ``(example, reason)``.
 
     The example gets the given ``label`` (classification) and ``context`` (pair/QA tasks); the generated text comes
     from the object. It must pass :meth:`TaskSpec.invalid_reason` (lengths included); a QA answer must be a span of
     the context of at most :data:`MAX_ANSWER_WORDS` words.
+
+    With ``new_context_of`` (a pair task's original context) the object carries a new context too, which must not
+    copy the original (exactly or nearly: reason ``copied_<context field>``).
     """
+    copy_check = None
+    if new_context_of is not None:
+        if spec.is_qa or not spec.context_field:
+            raise S3ConfigError(f"a new context is for pair classification tasks, not {spec.name!r}")
+        copy_check = Deduplicator(field=spec.context_field)
+        copy_check.add(new_context_of)
 
     def validate(obj: dict) -> tuple[dict | None, str | None]:
+        ctx = context
         if not isinstance(obj, dict):
             return None, "not_a_json_object"
+        if copy_check is not None:
+            ctx = _clean(obj.get(spec.context_field))
+            if not ctx:
+                return None, f"missing_{spec.context_field}"
+            if copy_check.check(ctx) is not None:
+                return None, f"copied_{spec.context_field}"
         text = _clean(obj.get(spec.generated_field))
         if not text:
             return None, f"missing_{spec.generated_field}"
@@ -177,20 +196,20 @@ def example_validator(
             answer = answer.rstrip(".")
             if len(answer.split()) > MAX_ANSWER_WORDS:
                 return None, REASON_ANSWER_TOO_LONG
-            start = find_span(context or "", answer) if answer else None
+            start = find_span(ctx or "", answer) if answer else None
             if start is None:
                 return None, REASON_ANSWER_NOT_IN_CONTEXT
-            span = context[start : start + len(answer)]
+            span = ctx[start : start + len(answer)]
             example = {
-                "id": qa_id(context, text),
-                "context": context,
+                "id": qa_id(ctx, text),
+                "context": ctx,
                 "question": text,
                 "answers": {"text": [span], "answer_start": [start]},
             }
         else:
             example = {spec.generated_field: text, "label": label}
             if spec.context_field is not None:
-                example[spec.context_field] = context
+                example[spec.context_field] = ctx
             example = {name: example[name] for name in spec.columns}
         problem = spec.invalid_reason(example)
         if problem is not None:

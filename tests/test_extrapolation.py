@@ -6,7 +6,7 @@ import datasets
 import pytest
 from fake_llm import FakeEngine, user_prompt
 
-from s3_hf.errors import S3DataError
+from s3_hf.errors import S3ConfigError, S3DataError
 from s3_hf.extrapolation import ErrorExtrapolator, load_errors
 from s3_hf.prompts import PromptSet
 from s3_hf.s3_json import write_s3_json
@@ -117,3 +117,40 @@ def test_max_attempts_is_validated_like_the_seed_synthesizer(bad):
 
     with pytest.raises(S3ConfigError, match=f"max_attempts.*{bad!r}"):
         ErrorExtrapolator("rte", FakeEngine(rte_responder), max_attempts=bad)
+
+
+def test_rte_new_context_writes_premise_and_rejects_copies():
+    """With new_context the LLM writes the premise too: no gold premise reaches the data, a copy is rejected."""
+
+    def responder(request):
+        sample = request.meta["sample"]
+        if sample == 0:  # copies the gold premise of the error it is shown
+            prompt = user_prompt(request)
+            premise = PREMISE if "Eiffel" in prompt else "Water boils at 100 C."
+            return {"premise": premise, "hypothesis": "Some hypothesis about the copied premise here."}
+        if sample == 1:
+            return {"hypothesis": "A hypothesis without any premise at all."}
+        return {
+            "premise": f"A new premise sentence number {request.meta['error'][:6]} written by the model itself.",
+            "hypothesis": "A new hypothesis sentence about that premise.",
+        }
+
+    engine = FakeEngine(responder)
+    outcome = ErrorExtrapolator("rte", engine, examples_per_error=3, new_context=True).extrapolate(RTE_ERRORS)
+    assert outcome.accepted == 2 and [e["label"] for e in outcome.examples] == [0, 1]
+    gold_premises = {e["premise"] for e in RTE_ERRORS}
+    assert all(e["premise"] not in gold_premises and e["premise"].startswith("A new premise") for e in outcome.examples)
+    assert outcome.rejected["copied_premise"] == 2 and outcome.rejected["missing_premise"] == 2
+    request = engine.seen[0][2]
+    assert request.prefill == '{"premise": "' and list(request.json_schema["properties"]) == ["premise", "hypothesis"]
+    assert "a new premise" in user_prompt(request) and request.key["new_context"] is True
+    # the keep-the-premise requests have another cache key
+    plain = FakeEngine(rte_responder)
+    ErrorExtrapolator("rte", plain, examples_per_error=3).extrapolate(RTE_ERRORS)
+    assert {str(r.key) for _, _, r in plain.seen}.isdisjoint(str(r.key) for _, _, r in engine.seen)
+
+
+@pytest.mark.parametrize("task", ["imdb", "adqa"])
+def test_new_context_is_refused_for_tasks_without_a_pair_context(task):
+    with pytest.raises(S3ConfigError, match="new_context is for pair classification tasks"):
+        ErrorExtrapolator(task, FakeEngine(rte_responder), new_context=True)

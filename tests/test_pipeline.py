@@ -479,6 +479,8 @@ def context_responder(task: str):
         word = next((w for w in words[h % len(words) :] + words if len(w) > 2), words[0])
         if task == "adqa":
             return json.dumps({"question": f"Which word {h % 1000} is '{word}'?", "answer": word})
+        if "a new sentence in your own words" in text:  # extrapolate_context: a new sentence too
+            return json.dumps({"sentence": f"A new sentence {h % 9973} on {word}.", "question": f"What of {word}?"})
         return json.dumps({"question": f"What about {word} number {h % 997}?"})
 
     return respond
@@ -674,3 +676,36 @@ def test_local_gold_counts_by_content(tmp_path, monkeypatch):
     assert folder.data_fingerprint() != before
     with pytest.raises(S3ConfigError, match="another configuration"):
         S3Pipeline(config(str(gold)))._load_state()
+
+
+@pytest.mark.slow
+def test_extrapolate_context_writes_new_contexts_and_best_epoch_selection(tmp_path):
+    """--extrapolate-context: no new example keeps a gold context; --load-best-model-at-end: every method picks its
+    epoch on the error pool, the pool errors are those of the chosen epoch, and no checkpoint is left behind."""
+    import tiny_setup
+
+    from s3_hf.pipeline import S3Pipeline
+    from s3_hf.s3_json import read_s3_json
+    from s3_hf.testing.openai_server import FakeOpenAIServer
+
+    models = tiny_setup.make_models(tmp_path / "models")
+    with FakeOpenAIServer(responder=context_responder("qnli")) as server:
+        config = S3Config(
+            task="qnli", rounds=1, output_dir=str(tmp_path / "run"), base_url=server.url, model="fake-llm",
+            small_model=str(models["cls"]), seed_size=8, validation_size=16, test_size=16, error_pool_size=24,
+            max_errors_per_round=4, epochs=3.0, batch_size=8, extrapolate_context=True, load_best_model_at_end=True,
+            method=["s3", "zerogen"],
+        )  # fmt: skip
+        os.environ.setdefault("OPENAI_API_KEY", "unused")
+        results = S3Pipeline(config).run()
+    state = results["state"]
+    out = Path(config.output_dir)
+    errors = read_s3_json(out / "errors" / "round_0.jsonl", "qnli")
+    new = read_s3_json(out / "data" / "round_1.jsonl", "qnli")
+    assert new and all(e["sentence"].startswith("A new sentence") for e in new)
+    assert not {e["sentence"] for e in new} & {e["sentence"] for e in errors}
+    for record in (state["s3"]["rounds"]["0"], state["s3"]["rounds"]["1"], state["zerogen"]):
+        assert record["best_epoch"] in (1.0, 2.0, 3.0)
+    first = state["s3"]["rounds"]["0"]
+    assert len(errors) == first["errors"] == round(first["pool_size"] * (1 - first["pool"]))
+    assert not list(out.rglob("checkpoint-*"))

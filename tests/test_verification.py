@@ -187,6 +187,9 @@ def test_config_errors_name_the_field():
         S3Config(verify_threshold=1.5)
     with pytest.raises(S3ConfigError, match="keep_per_error.*0"):
         S3Config(keep_per_error=0)
+    with pytest.raises(S3ConfigError, match="extrapolate_context is for pair classification tasks.*'imdb'"):
+        S3Config(task="imdb", extrapolate_context=True)
+    assert S3Config(task="rte", extrapolate_context=True).extrapolate_context
     assert S3Config(verifiers="none").verifiers == [] and S3Config(verifiers="llm,student").verifiers == [
         "llm",
         "student",
