@@ -31,7 +31,7 @@ import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,8 +157,16 @@ def find_span(context: str, answer: str) -> int | None:
     return start if start >= 0 else None
 
 
+# share of a written text's word 3-shingles found in a shown gold text at which it counts as (partly) copied
+COPY_OVERLAP = 0.5
+
+
 def example_validator(
-    spec: TaskSpec, *, label: int | None = None, context: str | None = None, new_context_of: str | None = None
+    spec: TaskSpec,
+    *,
+    label: int | None = None,
+    context: str | None = None,
+    new_context_of: Mapping[str, Any] | None = None,
 ) -> Callable[[dict], tuple[dict | None, str | None]]:
     """A validator for :class:`~s3_hf.llm_engine.GenerationRequest`: parsed LLM object -> ``(example, reason)``.
 
@@ -166,15 +174,17 @@ def example_validator(
     from the object. It must pass :meth:`TaskSpec.invalid_reason` (lengths included); a QA answer must be a span of
     the context of at most :data:`MAX_ANSWER_WORDS` words.
 
-    With ``new_context_of`` (a pair task's original context) the object carries a new context too, which must not
-    copy the original (exactly or nearly: reason ``copied_<context field>``).
+    With ``new_context_of`` (a pair task's example, e.g. the error shown) the object carries a new context too, and
+    neither written text may copy a text of that example, even in part (word-shingle overlap of
+    :data:`COPY_OVERLAP` or more; reason ``copied_<field>``): the data is then free of the shown gold texts.
     """
     copy_check = None
     if new_context_of is not None:
         if spec.is_qa or not spec.context_field:
             raise S3ConfigError(f"a new context is for pair classification tasks, not {spec.name!r}")
-        copy_check = Deduplicator(field=spec.context_field)
-        copy_check.add(new_context_of)
+        copy_check = Deduplicator(field=spec.context_field, near_threshold=COPY_OVERLAP)
+        for name in spec.input_fields:
+            copy_check.add(str(new_context_of[name]))
 
     def validate(obj: dict) -> tuple[dict | None, str | None]:
         ctx = context
@@ -189,6 +199,8 @@ def example_validator(
         text = _clean(obj.get(spec.generated_field))
         if not text:
             return None, f"missing_{spec.generated_field}"
+        if copy_check is not None and copy_check.check(text) is not None:
+            return None, f"copied_{spec.generated_field}"
         if spec.is_qa:
             answer = _clean(obj.get("answer"))
             if not answer:

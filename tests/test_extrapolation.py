@@ -130,23 +130,31 @@ def test_rte_new_context_writes_premise_and_rejects_copies():
             return {"premise": premise, "hypothesis": "Some hypothesis about the copied premise here."}
         if sample == 1:
             return {"hypothesis": "A hypothesis without any premise at all."}
+        error = RTE_ERRORS[0] if "Eiffel" in user_prompt(request) else RTE_ERRORS[1]
+        new_premise = f"A new premise sentence number {request.meta['error'][:6]} written by the model itself."
+        if sample == 3:  # the gold hypothesis under a new premise
+            return {"premise": new_premise, "hypothesis": error["hypothesis"]}
+        if sample == 4:  # the gold hypothesis as the premise
+            return {"premise": error["hypothesis"], "hypothesis": "Another hypothesis sentence here."}
         return {
             "premise": f"A new premise sentence number {request.meta['error'][:6]} written by the model itself.",
             "hypothesis": "A new hypothesis sentence about that premise.",
         }
 
     engine = FakeEngine(responder)
-    outcome = ErrorExtrapolator("rte", engine, examples_per_error=3, new_context=True).extrapolate(RTE_ERRORS)
+    outcome = ErrorExtrapolator("rte", engine, examples_per_error=5, new_context=True).extrapolate(RTE_ERRORS)
     assert outcome.accepted == 2 and [e["label"] for e in outcome.examples] == [0, 1]
-    gold_premises = {e["premise"] for e in RTE_ERRORS}
-    assert all(e["premise"] not in gold_premises and e["premise"].startswith("A new premise") for e in outcome.examples)
-    assert outcome.rejected["copied_premise"] == 2 and outcome.rejected["missing_premise"] == 2
+    gold_texts = {e[name] for e in RTE_ERRORS for name in ("premise", "hypothesis")}
+    assert all(e["premise"].startswith("A new premise") for e in outcome.examples)
+    assert not gold_texts & {e[name] for e in outcome.examples for name in ("premise", "hypothesis")}
+    assert outcome.rejected["copied_premise"] == 4 and outcome.rejected["copied_hypothesis"] == 2
+    assert outcome.rejected["missing_premise"] == 2
     request = engine.seen[0][2]
     assert request.prefill == '{"premise": "' and list(request.json_schema["properties"]) == ["premise", "hypothesis"]
     assert "a new premise" in user_prompt(request) and request.key["new_context"] is True
     # the keep-the-premise requests have another cache key
     plain = FakeEngine(rte_responder)
-    ErrorExtrapolator("rte", plain, examples_per_error=3).extrapolate(RTE_ERRORS)
+    ErrorExtrapolator("rte", plain, examples_per_error=5).extrapolate(RTE_ERRORS)
     assert {str(r.key) for _, _, r in plain.seen}.isdisjoint(str(r.key) for _, _, r in engine.seen)
 
 
