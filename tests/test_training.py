@@ -141,3 +141,24 @@ def test_qa_window_overlap_follows_the_token_budget(models):
     assert len(features) > 1 and max(len(ids) for ids in features["input_ids"]) == 128
     with pytest.raises(S3ConfigError, match="doc_stride=128 and max_length=128"):
         tokenize_dataset("adqa", raw, qa_tokenizer, split="eval", max_length=128, doc_stride=128)
+
+
+def test_same_seed_gives_the_same_fresh_model_whatever_ran_before(models, tmp_path):
+    """The new task head is drawn with args.seed: random numbers drawn before (sampling, LLM calls) change nothing."""
+    import random
+
+    from transformers import AutoTokenizer, BertModel
+
+    base = tmp_path / "encoder"  # an encoder without a classification head, like all-MiniLM-L6-v2
+    BertModel.from_pretrained(models["cls"]).save_pretrained(base)
+    AutoTokenizer.from_pretrained(models["cls"]).save_pretrained(base)
+    raw = tiny_setup.rte_rows(8, seed=1)
+    first = build_trainer("rte", base, raw, None, _args(tmp_path / "a", seed=3)).model
+    torch.rand(1000)
+    random.random()
+    np.random.rand(10)
+    second = build_trainer("rte", base, raw, None, _args(tmp_path / "b", seed=3)).model
+    other = build_trainer("rte", base, raw, None, _args(tmp_path / "c", seed=4)).model
+    pairs = list(zip(first.state_dict().items(), second.state_dict().items(), other.state_dict().values()))
+    assert all(torch.equal(a, b) for (_, a), (_, b), _ in pairs)
+    assert any(not torch.equal(a, c) for (_, a), _, c in pairs)  # the seed matters: some weights are fresh
