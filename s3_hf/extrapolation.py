@@ -5,7 +5,8 @@ most similar correctly classified example of another label) and writes ``k`` can
 label; verifiers (:mod:`s3_hf.verification`) keep the candidates whose label they confirm. Pair and QA tasks keep the
 error's context (premise / sentence / paragraph) and write a new second text (hypothesis / question, plus an answer
 span for QA); with ``new_context=True`` a pair task writes a new context too (for data to ship when the gold texts may
-not be: a premise or hypothesis that copies a text of the error, even in part, is rejected as ``copied_<field>``). The prompts are :mod:`s3_hf.prompts`'; pass ``prompts=`` to override them.
+not be). A written text that copies the error's, even in part, is re-asked and at last rejected as ``copied_<field>``
+(with ``new_context``: a premise or hypothesis that copies either text of the error). The prompts are :mod:`s3_hf.prompts`'; pass ``prompts=`` to override them.
 
 The errors can be the :class:`~s3_hf.callback.MisclassificationCallback` output (a ``datasets.Dataset``), a list of
 canonical examples, or a file in the task's S3 json format (e.g. the callback's ``misclassified/step-N.jsonl``).
@@ -244,12 +245,13 @@ class ErrorExtrapolator:
             }
             if self.new_context:
                 key["new_context"] = True
-            copy_source = example if self.new_context else None
             for sample in range(self.examples_per_error):
                 out.append(
                     generation_request(
                         messages=messages_for(self.prompts, user),
-                        validate=example_validator(spec, label=label_id, context=context, new_context_of=copy_source),
+                        validate=example_validator(
+                            spec, label=label_id, context=context, shown=example, new_context=self.new_context
+                        ),
                         key={**key, "sample": sample},
                         json_schema=output_schema(spec, new_context=self.new_context),
                         prefill=output_prefill(spec, new_context=self.new_context),

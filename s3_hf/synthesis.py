@@ -166,7 +166,8 @@ def example_validator(
     *,
     label: int | None = None,
     context: str | None = None,
-    new_context_of: Mapping[str, Any] | None = None,
+    shown: Mapping[str, Any] | None = None,
+    new_context: bool = False,
 ) -> Callable[[dict], tuple[dict | None, str | None]]:
     """A validator for :class:`~s3_hf.llm_engine.GenerationRequest`: parsed LLM object -> ``(example, reason)``.
 
@@ -174,27 +175,30 @@ def example_validator(
     from the object. It must pass :meth:`TaskSpec.invalid_reason` (lengths included); a QA answer must be a span of
     the context of at most :data:`MAX_ANSWER_WORDS` words.
 
-    With ``new_context_of`` (a pair task's example, e.g. the error shown) the object carries a new context too, and
-    neither written text may copy a text of that example, even in part (word-shingle overlap of
-    :data:`COPY_OVERLAP` or more; reason ``copied_<field>``): the data is then free of the shown gold texts.
+    ``shown``: the gold example shown in the prompt (error extrapolation). The written text may not copy its text
+    of the same field, even in part (a word-shingle overlap of :data:`COPY_OVERLAP` or more; reason
+    ``copied_<field>``), so that the new data neither repeats the gold data nor carries it where it may not go.
+
+    ``new_context``: the object carries a new context too (pair classification tasks); with ``shown``, neither
+    written text may copy any text of the shown example.
     """
+    if new_context and (spec.is_qa or not spec.context_field):
+        raise S3ConfigError(f"a new context is for pair classification tasks, not {spec.name!r}")
     copy_check = None
-    if new_context_of is not None:
-        if spec.is_qa or not spec.context_field:
-            raise S3ConfigError(f"a new context is for pair classification tasks, not {spec.name!r}")
-        copy_check = Deduplicator(field=spec.context_field, near_threshold=COPY_OVERLAP)
-        for name in spec.input_fields:
-            copy_check.add(str(new_context_of[name]))
+    if shown is not None:
+        copy_check = Deduplicator(field=spec.generated_field, near_threshold=COPY_OVERLAP)
+        for name in spec.input_fields if new_context else (spec.generated_field,):
+            copy_check.add(str(shown[name]))
 
     def validate(obj: dict) -> tuple[dict | None, str | None]:
         ctx = context
         if not isinstance(obj, dict):
             return None, "not_a_json_object"
-        if copy_check is not None:
+        if new_context:
             ctx = _clean(obj.get(spec.context_field))
             if not ctx:
                 return None, f"missing_{spec.context_field}"
-            if copy_check.check(ctx) is not None:
+            if copy_check is not None and copy_check.check(ctx) is not None:
                 return None, f"copied_{spec.context_field}"
         text = _clean(obj.get(spec.generated_field))
         if not text:

@@ -162,3 +162,26 @@ def test_rte_new_context_writes_premise_and_rejects_copies():
 def test_new_context_is_refused_for_tasks_without_a_pair_context(task):
     with pytest.raises(S3ConfigError, match="new_context is for pair classification tasks"):
         ErrorExtrapolator(task, FakeEngine(rte_responder), new_context=True)
+
+
+def test_a_candidate_that_copies_the_shown_error_in_part_is_rejected():
+    """A 0.5B generator tends to copy the review it is shown: half of it copied is a copy, one phrase is not."""
+    review = (
+        "The acting was wooden and the plot made no sense at all. I kept checking my watch during the second half. "
+        "The soundtrack was loud and the jokes fell flat every single time. A waste of two hours and of a good cast."
+    )
+    half = "The acting was wooden and the plot made no sense at all. I kept checking my watch during the second half."
+    candidates = {
+        0: {"text": half + " Nothing else about it worked for me, not the score, not the story, not the ending."},
+        1: {"text": "The acting was wooden, sadly. Dull story, flat characters, and an ending I saw coming for miles."},
+    }
+    engine = FakeEngine(lambda request: candidates[request.meta["sample"]])
+    outcome = ErrorExtrapolator("imdb", engine, examples_per_error=2).extrapolate([{"text": review, "label": 0}])
+    assert [e["text"] for e in outcome.examples] == [candidates[1]["text"]]
+    assert outcome.rejected == {"copied_text": 1}
+    # the near-duplicate filter alone (overlap 0.8, seeded with the errors) would have let that half-copy through
+    from s3_hf.dedup import Deduplicator
+
+    near = Deduplicator()
+    near.add(review)
+    assert near.check(candidates[0]["text"]) is None
