@@ -244,7 +244,7 @@ class S3Config:
             raise S3ConfigError(
                 f"S3Config.verifiers 'student' and select_hard are for classification tasks, not {self.task!r}"
             )
-        if self.extrapolate_context and (self.spec.is_qa or not self.spec.context_field):
+        if self.extrapolate_context and not self.spec.is_pair:
             raise S3ConfigError(
                 f"S3Config.extrapolate_context is for pair classification tasks (a premise-like context field); "
                 f"task {self.task!r} has context field {self.spec.context_field!r} and kind {self.spec.kind!r}"

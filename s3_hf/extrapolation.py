@@ -6,7 +6,8 @@ label; verifiers (:mod:`s3_hf.verification`) keep the candidates whose label the
 error's context (premise / sentence / paragraph) and write a new second text (hypothesis / question, plus an answer
 span for QA); with ``new_context=True`` a pair task writes a new context too (for data to ship when the gold texts may
 not be). A written text that copies the error's, even in part, is re-asked and at last rejected as ``copied_<field>``
-(with ``new_context``: a premise or hypothesis that copies either text of the error). The prompts are :mod:`s3_hf.prompts`'; pass ``prompts=`` to override them.
+(with ``new_context``: a premise or hypothesis that copies either text of the error). The prompts are
+:mod:`s3_hf.prompts`'; pass ``prompts=`` to override them.
 
 The errors can be the :class:`~s3_hf.callback.MisclassificationCallback` output (a ``datasets.Dataset``), a list of
 canonical examples, or a file in the task's S3 json format (e.g. the callback's ``misclassified/step-N.jsonl``).
@@ -150,7 +151,7 @@ class ErrorExtrapolator:
             raise S3ConfigError(f"ErrorExtrapolator max_errors must be None or >= 0, got {max_errors!r}")
         if max_example_chars < 50:
             raise S3ConfigError(f"ErrorExtrapolator max_example_chars must be >= 50, got {max_example_chars!r}")
-        if new_context and (self.spec.is_qa or not self.spec.context_field):
+        if new_context and not self.spec.is_pair:
             raise S3ConfigError(
                 f"ErrorExtrapolator new_context is for pair classification tasks, not {self.spec.name!r} "
                 f"({self.spec.kind}, context field {self.spec.context_field!r})"
@@ -245,13 +246,14 @@ class ErrorExtrapolator:
             }
             if self.new_context:
                 key["new_context"] = True
+            validate = example_validator(
+                spec, label=label_id, context=context, shown=example, new_context=self.new_context
+            )
             for sample in range(self.examples_per_error):
                 out.append(
                     generation_request(
                         messages=messages_for(self.prompts, user),
-                        validate=example_validator(
-                            spec, label=label_id, context=context, shown=example, new_context=self.new_context
-                        ),
+                        validate=validate,
                         key={**key, "sample": sample},
                         json_schema=output_schema(spec, new_context=self.new_context),
                         prefill=output_prefill(spec, new_context=self.new_context),

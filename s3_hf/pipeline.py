@@ -824,10 +824,10 @@ def _accumulate(info: dict[str, Any], outcome: Any) -> None:
 def _best_epoch(state: Any) -> float | None:
     """The epoch of the checkpoint ``load_best_model_at_end`` chose (``None`` when none was tracked)."""
     step = getattr(state, "best_global_step", None)
-    for entry in state.log_history:
-        if step is not None and entry.get("step") == step and "epoch" in entry:
-            return round(float(entry["epoch"]), 2)
-    return None
+    if step is None:
+        return None
+    epochs = [entry["epoch"] for entry in state.log_history if entry.get("step") == step and "epoch" in entry]
+    return round(float(epochs[0]), 2) if epochs else None
 
 
 def _remove_checkpoints(trainer_dir: Path) -> None:

@@ -182,7 +182,7 @@ def example_validator(
     ``new_context``: the object carries a new context too (pair classification tasks); with ``shown``, neither
     written text may copy any text of the shown example.
     """
-    if new_context and (spec.is_qa or not spec.context_field):
+    if new_context and not spec.is_pair:
         raise S3ConfigError(f"a new context is for pair classification tasks, not {spec.name!r}")
     copy_check = None
     if shown is not None:

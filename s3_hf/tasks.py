@@ -130,6 +130,11 @@ class TaskSpec:
         return self.kind == "extractive_qa"
 
     @property
+    def is_pair(self) -> bool:
+        """A classification task over a given context and a written second text (RTE, QNLI)."""
+        return not self.is_qa and self.context_field is not None
+
+    @property
     def num_labels(self) -> int:
         return len(self.label_names)
 
