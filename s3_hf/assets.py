@@ -118,11 +118,15 @@ def _package_dir(module: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _part_paths(asset: Asset) -> list[Path]:
+def _modules(asset: Asset) -> list[str]:
+    """The package module carrying each part (one module for all parts, or ``module`` formatted with ``i``)."""
     if "{i}" in asset.module:
-        return [_package_dir(asset.module.format(i=i + 1)) / part for i, part in enumerate(asset.parts)]
-    base = _package_dir(asset.module)
-    return [base / part for part in asset.parts]
+        return [asset.module.format(i=i + 1) for i in range(len(asset.parts))]
+    return [asset.module] * len(asset.parts)
+
+
+def _part_paths(asset: Asset) -> list[Path]:
+    return [_package_dir(module) / part for module, part in zip(_modules(asset), asset.parts)]
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -227,10 +231,8 @@ def pip_command() -> str:
 
 def is_installed(name: str) -> bool:
     """Whether every package carrying asset ``name`` is installed (its files are not checked here)."""
-    asset = ASSETS[name]
-    modules = [asset.module.format(i=i + 1) for i in range(len(asset.parts))] if "{i}" in asset.module else [asset.module]
     try:
-        return all(importlib.util.find_spec(module) is not None for module in modules)
+        return all(importlib.util.find_spec(module) is not None for module in set(_modules(ASSETS[name])))
     except ModuleNotFoundError:
         return False
 
