@@ -17,7 +17,7 @@ _LAZY = {
     "build_trainer": "s3_hf.training",
     "ErrorExtrapolator": "s3_hf.extrapolation",
     "SeedSynthesizer": "s3_hf.synthesis",
-    "LLMConfig": "s3_hf.llm_engine",
+    "LLMConfig": "s3_hf.llm_config",
     "LLMEngine": "s3_hf.llm_engine",
     "publish_round": "s3_hf.hub",
     "load_round": "s3_hf.hub",

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import S3ConfigError
-from .llm_engine import _help
+from .llm_config import _help
 from .tasks import TaskSpec, get_task
 from .yaml_fields import read_yaml_fields
 
@@ -301,7 +301,7 @@ class S3Config:
         return names
 
     def llm_config(self):
-        from .llm_engine import LLMConfig
+        from .llm_config import LLMConfig
 
         return LLMConfig(
             base_url=self.base_url,

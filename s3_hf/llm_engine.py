@@ -13,8 +13,12 @@ chosen by configuration only (``base_url``, ``model``, the *name* of the environ
   in the cache too and replayed, so a resumed run reaches the same decisions whatever order requests finish in.
 - **Outputs you can trust**: JSON schema / JSON mode where the server has it, tolerant parsing otherwise
   (:mod:`s3_hf.output_parsing`), refusal detection, the request's own validator, optional de-duplication, retries of
-  invalid outputs up to ``max_attempts``, and a :class:`GenerationReport` accounting for every request.
+  invalid outputs up to ``max_attempts``, and a :class:`~s3_hf.generation.GenerationReport` accounting for every
+  request.
 - **Cost-aware**: :class:`~s3_hf.usage.UsageTracker` per stage and round.
+
+The types it works with have their own modules, re-exported here: :class:`~s3_hf.llm_config.LLMConfig`,
+:mod:`s3_hf.generation` (request, result, report) and :mod:`s3_hf.llm_wire` (chat template, logprobs, retry-after).
 
 Example:
 
@@ -37,339 +41,42 @@ import asyncio
 import concurrent.futures
 import hashlib
 import logging
-import math
 import os
 import random
-import re
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from .atomic import write_json_atomic
 from .dedup import Deduplicator
-from .errors import S3ConfigError
+from .generation import REASON_TRUNCATED, GenerationReport, GenerationRequest, GenerationResult, _reason_code
+from .llm_config import CHAT_TEMPLATES, JSON_MODES, LOCAL_MODELS, PREFILL_MODES, LLMConfig, looks_like_secret
+from .llm_wire import LOGPROB_POSITIONS, _retry_after, completion_logprobs, render_chatml
 from .output_parsing import REASON_REFUSAL, delimiter_leak, extract_json, refusal_reason, unwrap_delimited
 from .rate_limit import RateLimiter, estimate_tokens
 from .response_cache import ResponseCache, cache_key
-from .usage import DEFAULT_PRICES, PriceTable, UsageTracker
+from .usage import UsageTracker
+
+__all__ = [
+    "CHAT_TEMPLATES",
+    "GenerationReport",
+    "GenerationRequest",
+    "GenerationResult",
+    "JSON_MODES",
+    "LLMConfig",
+    "LLMEngine",
+    "LOCAL_MODELS",
+    "LOGPROB_POSITIONS",
+    "PREFILL_MODES",
+    "REASON_TRUNCATED",
+    "completion_logprobs",
+    "looks_like_secret",
+    "render_chatml",
+]
 
 logger = logging.getLogger(__name__)
 
-JSON_MODES = ("schema", "json_object", "off", "auto")
-PREFILL_MODES = ("auto", "completions", "continue", "inline")
-LOCAL_MODELS = ("qwen2.5-coder-0.5b", "smollm2")
-CHAT_TEMPLATES = ("chatml",)
-REASON_TRUNCATED = "truncated"
 _CACHE_FORMAT = 1
-
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SECRET_PREFIXES = ("sk-", "sk_", "hf_", "gsk_", "xai-", "ghp_", "gho_", "github_pat_", "glpat-", "AIza", "Bearer ")
-
-
-def looks_like_secret(value: Any) -> bool:
-    """Whether ``value`` could be a credential and must not be echoed: a known key prefix (``sk-``, ``hf_``...), a URL
-    with credentials (``https://user:key@host``), or a long token mixing lower case and digits (paths aside)."""
-    if not isinstance(value, str):
-        return False
-    text = value.strip()
-    if text.startswith(_SECRET_PREFIXES):
-        return True
-    if "://" in text:
-        return "@" in text.split("://", 1)[1].split("/", 1)[0]
-    if len(text) < 20 or any(c.isspace() or c in "/\\" for c in text):
-        return False
-    return any(c.islower() for c in text) and any(c.isdigit() for c in text)
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
-@dataclass
-class LLMConfig:
-    """How to reach the LLM and how to call it. Every field can come from a CLI via ``HfArgumentParser``."""
-
-    base_url: str | None = field(
-        default=None,
-        metadata=_help(
-            "OpenAI-compatible base URL (e.g. https://api.openai.com/v1); None starts the local llama.cpp server"
-        ),
-    )
-    model: str = field(default="local", metadata=_help("model name sent to the server"))
-    api_key_env: str = field(
-        default="OPENAI_API_KEY",
-        metadata=_help("name of the environment variable holding the API key (never the key)"),
-    )
-    local_model: str = field(
-        default="qwen2.5-coder-0.5b", metadata=_help(f"local GGUF model when base_url is None: one of {LOCAL_MODELS}")
-    )
-    max_concurrency: int = field(default=8, metadata=_help("requests in flight at once"))
-    rpm: int | None = field(default=None, metadata=_help("requests-per-minute budget (None: unlimited)"))
-    tpm: int | None = field(default=None, metadata=_help("tokens-per-minute budget (None: unlimited)"))
-    timeout_s: float = field(default=120.0, metadata=_help("timeout of one HTTP call, seconds"))
-    max_retries: int = field(
-        default=6, metadata=_help("retries of one call after 429/5xx/timeouts/dropped connections (then dropped)")
-    )
-    backoff_s: float = field(default=0.5, metadata=_help("first retry delay; doubles per retry, capped at 30 s"))
-    temperature: float = field(default=1.0, metadata=_help("sampling temperature"))
-    top_p: float = field(default=1.0, metadata=_help("nucleus sampling top_p"))
-    max_tokens: int = field(default=256, metadata=_help("completion token limit per call"))
-    seed: int | None = field(
-        default=None, metadata=_help("base seed; each call gets its own seed derived from it and the request key")
-    )
-    json_mode: str = field(
-        default="auto",
-        metadata=_help(
-            "structured output: 'schema' (json_schema response_format), 'json_object', 'off' (tolerant parsing "
-            "only) or 'auto' (schema if given, else json_object; falls back to 'off' if the server rejects it)"
-        ),
-    )
-    prefill_mode: str = field(
-        default="auto",
-        metadata=_help(
-            "how GenerationRequest.prefill reaches the model: 'completions' (chat template applied here, legacy "
-            "completions endpoint), 'continue' (vLLM continue_final_message), 'inline' (not sent; parsing accepts "
-            "replies with or without it) or 'auto' (completions for the local server, inline otherwise)"
-        ),
-    )
-    chat_template: str = field(
-        default="chatml", metadata=_help(f"template for prefill_mode='completions': {CHAT_TEMPLATES}")
-    )
-    cache_dir: str | None = field(default=None, metadata=_help("folder of the append-only response cache (None: off)"))
-    prices: PriceTable = field(
-        default_factory=lambda: PriceTable(DEFAULT_PRICES),
-        metadata=_help(
-            "model -> ($ per 1M prompt tokens, $ per 1M completion tokens): a dict, or on a CLI a JSON object "
-            """such as '{"my-model": [0.2, 0.8]}' (replaces the default table)"""
-        ),
-    )
-    local_replicas: int = field(
-        default=0,
-        metadata=_help(
-            "local llama.cpp servers to start, each serving one request at a time (0: auto = one per core, at "
-            "most 4, each with cores/replicas threads; see benchmarks/llm_throughput.py --local)"
-        ),
-    )
-    local_threads: int | None = field(
-        default=None, metadata=_help("CPU threads per local server (None: cores/replicas)")
-    )
-    local_n_ctx: int = field(default=2048, metadata=_help("context size of the local server"))
-    local_n_batch: int = field(default=512, metadata=_help("prompt batch size of the local server"))
-    progress: bool = field(default=True, metadata=_help("show tqdm progress bars"))
-
-    def __post_init__(self):
-        def bad(name: str, rule: str):
-            value = getattr(self, name)
-            shown = "a value that looks like an API key (not shown)" if looks_like_secret(value) else repr(value)
-            raise S3ConfigError(f"LLMConfig.{name} {rule}, got {shown}")
-
-        if self.base_url is not None and not all(
-            url.strip().startswith(("http://", "https://")) for url in str(self.base_url).split(",")
-        ):
-            bad("base_url", "must start with http:// or https:// (or be None for the local server)")
-        if not self.model:
-            bad("model", "must be a non-empty model name")
-        # never echo api_key_env: a key pasted here by mistake must not reach a log or a traceback
-        if looks_like_secret(self.api_key_env):
-            raise S3ConfigError(
-                "LLMConfig.api_key_env looks like an API key, not the NAME of an environment variable (e.g. "
-                "OPENAI_API_KEY); the value is not shown. Put the key in that variable, never in the config"
-            )
-        if not isinstance(self.api_key_env, str) or not _ENV_NAME.fullmatch(self.api_key_env):
-            raise S3ConfigError(
-                "LLMConfig.api_key_env must be the NAME of an environment variable (letters, digits, _; e.g. "
-                f"OPENAI_API_KEY), got a value of {len(str(self.api_key_env or ''))} characters (not shown)"
-            )
-        if self.base_url is None and self.local_model not in LOCAL_MODELS and not self.local_model.endswith(".gguf"):
-            bad("local_model", f"must be one of {LOCAL_MODELS} or a .gguf path")
-        if self.local_replicas < 0:
-            bad("local_replicas", "must be >= 0 (0: auto)")
-        for name in ("max_concurrency", "max_tokens", "local_n_batch"):
-            if getattr(self, name) < 1:
-                bad(name, "must be >= 1")
-        for name in ("rpm", "tpm", "local_threads"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                bad(name, "must be >= 1 or None")
-        if self.max_retries < 0:
-            bad("max_retries", "must be >= 0")
-        if not self.timeout_s > 0:
-            bad("timeout_s", "must be > 0")
-        if self.backoff_s < 0:
-            bad("backoff_s", "must be >= 0")
-        if not 0 <= self.temperature <= 2:
-            bad("temperature", "must be in [0, 2]")
-        if not 0 < self.top_p <= 1:
-            bad("top_p", "must be in (0, 1]")
-        if self.json_mode not in JSON_MODES:
-            bad("json_mode", f"must be one of {JSON_MODES}")
-        if self.prefill_mode not in PREFILL_MODES:
-            bad("prefill_mode", f"must be one of {PREFILL_MODES}")
-        if self.chat_template not in CHAT_TEMPLATES:
-            bad("chat_template", f"must be one of {CHAT_TEMPLATES}")
-        if self.local_n_ctx < 256:
-            bad("local_n_ctx", "must be >= 256")
-        try:
-            self.prices = PriceTable(self.prices)
-        except (TypeError, ValueError) as err:
-            raise S3ConfigError(f"LLMConfig.prices: {err}") from None
-        for model, price in self.prices.items():
-            if len(tuple(price)) != 2 or any(float(p) < 0 for p in price):
-                raise S3ConfigError(
-                    f"LLMConfig.prices[{model!r}] must be (prompt $/1M, completion $/1M), got {price!r}"
-                )
-
-    @property
-    def is_local(self) -> bool:
-        return self.base_url is None
-
-    @property
-    def model_id(self) -> str:
-        """The model identity used in cache keys and usage: ``model`` for a server, ``local:<name>`` locally."""
-        return f"local:{os.path.basename(self.local_model)}" if self.is_local else self.model
-
-
-@dataclass
-class GenerationRequest:
-    """One thing to generate.
-
-    Args:
-        messages: chat messages (``{"role": ..., "content": ...}``).
-        validate: parsed JSON object -> ``(example, None)`` or ``(None, reason)``; reasons are short codes such as
-            ``"wrong_label"`` (text after a ``":"`` is detail and is not counted separately).
-        key: stable identity for the cache: task fingerprint, prompt version, stage, item id, sample index...
-        json_schema: JSON schema of the expected object (used for structured output where supported).
-        prefill: assistant-turn prefill (e.g. ``'{"text": "'``) for local models; the reply continues it.
-        max_attempts: invalid outputs are retried up to this many attempts, then dropped with the last reason.
-        meta: passed through to the result untouched.
-        max_tokens: overrides :attr:`LLMConfig.max_tokens` for this request.
-        temperature: overrides :attr:`LLMConfig.temperature` for this request.
-        span_fields: fields the model is asked to copy from the delimited data (a QA answer span): a delimiter tag
-            pair wrapped around such a field (``"<data>1833</data>"``) is removed instead of rejecting the reply as a
-            delimiter leak; the validator still checks the span.
-        logprobs: ask for this many top alternatives per generated token (``GenerationResult.logprobs``); servers
-            that do not return them (or reject the parameter) give ``None``, never an error.
-        affinity: requests with the same affinity go to the same server when there are several (a local server
-            reuses the KV cache of a prompt it has just processed: the k candidates of one error cost one prompt).
-    """
-
-    messages: list[dict[str, str]]
-    validate: Callable[[dict], tuple[dict | None, str | None]]
-    key: dict
-    json_schema: dict | None = None
-    prefill: str | None = None
-    max_attempts: int = 3
-    meta: dict = field(default_factory=dict)
-    max_tokens: int | None = None
-    temperature: float | None = None
-    span_fields: tuple[str, ...] = ()
-    logprobs: int | None = None
-    affinity: str | None = None
-
-    def __post_init__(self):
-        if self.logprobs is not None and not 1 <= self.logprobs <= 20:
-            raise S3ConfigError(f"GenerationRequest.logprobs must be in 1..20 or None, got {self.logprobs!r}")
-        if not self.messages or not all(isinstance(m, dict) and "role" in m and "content" in m for m in self.messages):
-            raise S3ConfigError(
-                f"GenerationRequest.messages must be chat messages with role/content, got {self.messages!r}"
-            )
-        if self.max_attempts < 1:
-            raise S3ConfigError(f"GenerationRequest.max_attempts must be >= 1, got {self.max_attempts!r}")
-        if not isinstance(self.key, dict):
-            raise S3ConfigError(f"GenerationRequest.key must be a dict, got {self.key!r}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise S3ConfigError(f"GenerationRequest.max_tokens must be >= 1 or None, got {self.max_tokens!r}")
-        if self.temperature is not None and not 0 <= self.temperature <= 2:
-            raise S3ConfigError(f"GenerationRequest.temperature must be in [0, 2] or None, got {self.temperature!r}")
-
-
-@dataclass
-class GenerationResult:
-    """The outcome of one request: ``example`` (accepted) or ``reason`` (dropped), never both.
-
-    Attributes:
-        attempts: attempts used (each attempt is one completion, from the API or the cache).
-        usage: ``{"prompt_tokens", "completion_tokens", "api_calls", "cached"}`` spent on this request.
-        reasons: the rejection reason of each failed attempt, in order.
-        text: the last raw completion.
-        logprobs: top alternatives of the last completion's first tokens, one ``{token: logprob}`` per position
-            (``None`` when not asked for or the server gave none).
-    """
-
-    request: GenerationRequest
-    example: dict | None
-    reason: str | None
-    attempts: int
-    usage: dict
-    reasons: list[str] = field(default_factory=list)
-    text: str | None = None
-    logprobs: list[dict[str, float]] | None = None
-
-    @property
-    def accepted(self) -> bool:
-        return self.example is not None
-
-
-@dataclass
-class GenerationReport:
-    """Every request accounted for: ``requested == accepted + sum(rejected.values())``.
-
-    Attributes:
-        rejected: final drop reason -> count. ``attempt_rejections``: reason -> count over all failed attempts.
-        api_calls: completions bought from the API; ``cache_hits``: completions replayed from the cache.
-        transport_errors: retried HTTP failures by kind (429, 5xx, timeout, connection).
-        by_stage: the same counts per stage.
-    """
-
-    requested: int = 0
-    accepted: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    attempt_rejections: Counter = field(default_factory=Counter)
-    api_calls: int = 0
-    cache_hits: int = 0
-    transport_errors: Counter = field(default_factory=Counter)
-    by_stage: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def _add(self, result: GenerationResult, stage: str) -> None:
-        row = self.by_stage.setdefault(stage, {"requested": 0, "accepted": 0, "rejected": Counter()})
-        self.requested += 1
-        row["requested"] += 1
-        if result.example is not None:
-            self.accepted += 1
-            row["accepted"] += 1
-        else:
-            self.rejected[result.reason] += 1
-            row["rejected"][result.reason] += 1
-        self.attempt_rejections.update(result.reasons)
-
-    @property
-    def consistent(self) -> bool:
-        return self.requested == self.accepted + sum(self.rejected.values())
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requested": self.requested,
-            "accepted": self.accepted,
-            "rejected": dict(self.rejected),
-            "attempt_rejections": dict(self.attempt_rejections),
-            "api_calls": self.api_calls,
-            "cache_hits": self.cache_hits,
-            "transport_errors": dict(self.transport_errors),
-            "by_stage": {
-                s: {"requested": r["requested"], "accepted": r["accepted"], "rejected": dict(r["rejected"])}
-                for s, r in self.by_stage.items()
-            },
-        }
-
-    def format(self) -> str:
-        rejected = ", ".join(f"{k}={v}" for k, v in self.rejected.most_common()) or "none"
-        return (
-            f"requested {self.requested}, accepted {self.accepted}, rejected {sum(self.rejected.values())} "
-            f"({rejected}); api calls {self.api_calls}, cache hits {self.cache_hits}"
-            + (f", retried errors {dict(self.transport_errors)}" if self.transport_errors else "")
-        )
 
 
 class _CallFailed(Exception):
@@ -384,60 +91,6 @@ class _FormatRejected(Exception):
 
 class _LogprobsRejected(Exception):
     """The server rejected the logprobs parameter (400): ask without it."""
-
-
-LOGPROB_POSITIONS = 8  # generated positions kept: a label word, after an un-prefilled `{"label": "` on chat endpoints
-
-
-def completion_logprobs(choice: Any, endpoint_kind: str) -> list[dict[str, float]] | None:
-    """``[{token: logprob}, ...]`` for the first :data:`LOGPROB_POSITIONS` generated tokens of a choice, from the
-    chat form (``logprobs.content[i].top_logprobs``) or the legacy completions form (``logprobs.top_logprobs``)."""
-    data = getattr(choice, "logprobs", None)
-    if data is None:
-        return None
-    out: list[dict[str, float]] = []
-    if endpoint_kind == "chat":
-        for item in (getattr(data, "content", None) or [])[:LOGPROB_POSITIONS]:
-            top = {t.token: float(t.logprob) for t in (getattr(item, "top_logprobs", None) or [])}
-            if getattr(item, "token", None) is not None and item.logprob is not None:
-                top.setdefault(item.token, float(item.logprob))
-            out.append(top)
-    else:
-        tokens = getattr(data, "tokens", None) or []
-        chosen = getattr(data, "token_logprobs", None) or []
-        tops = getattr(data, "top_logprobs", None) or []
-        for i in range(min(len(tokens), LOGPROB_POSITIONS)):
-            top = {str(k): float(v) for k, v in dict(tops[i] or {}).items()} if i < len(tops) else {}
-            if i < len(chosen) and chosen[i] is not None:
-                top.setdefault(tokens[i], float(chosen[i]))
-            out.append(top)
-    return out if any(out) else None
-
-
-def render_chatml(messages: Sequence[dict[str, str]], prefill: str = "") -> str:
-    """ChatML (Qwen, SmolLM2): ``<|im_start|>role\\ncontent<|im_end|>\\n`` per message, then the open assistant turn."""
-    parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
-    return "".join(parts) + f"<|im_start|>assistant\n{prefill}"
-
-
-def _reason_code(reason: str | None) -> str:
-    return (reason or "invalid").split(":", 1)[0].strip() or "invalid"
-
-
-def _retry_after(error: Exception) -> float | None:
-    response = getattr(error, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / scale
-        except ValueError:
-            continue
-        if math.isfinite(seconds) and seconds >= 0:
-            return min(seconds, 60.0)
-    return None
 
 
 class _Endpoint:
@@ -474,7 +127,7 @@ class LLMEngine:
 
     Attributes:
         usage: :class:`~s3_hf.usage.UsageTracker` (per stage/round tokens and cost; ``usage.save(path)``).
-        report: :class:`GenerationReport` over every :meth:`generate` call of this engine.
+        report: :class:`~s3_hf.generation.GenerationReport` over every :meth:`generate` call of this engine.
         cache: the :class:`~s3_hf.response_cache.ResponseCache`, or ``None``.
     """
 
@@ -717,7 +370,12 @@ class LLMEngine:
         while attempt < request.max_attempts:
             endpoint_kind, payload, key, prefill = self._build_call(request, attempt)
             raw = self.cache.get(key) if self.cache is not None else None
-            if raw is None and self.cache is not None and "response_format" in payload and self.config.json_mode == "auto":
+            if (
+                raw is None
+                and self.cache is not None
+                and "response_format" in payload
+                and self.config.json_mode == "auto"
+            ):
                 # a run against a server that rejected response_format cached the plain variant: replay it
                 fallback = self._build_call(request, attempt, json_mode="off")
                 if self.cache.get(fallback[2]) is not None:
@@ -806,9 +464,7 @@ class LLMEngine:
 
         async def run(request: GenerationRequest) -> GenerationResult:
             nonlocal accepted
-            result = await self._run_one(
-                request, stage=stage, round_index=round_index, route=route, dedup=dedup
-            )
+            result = await self._run_one(request, stage=stage, round_index=round_index, route=route, dedup=dedup)
             self.report._add(result, stage)
             accepted += result.example is not None
             bar.update(1)

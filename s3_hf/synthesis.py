@@ -169,7 +169,7 @@ def example_validator(
     shown: Mapping[str, Any] | None = None,
     new_context: bool = False,
 ) -> Callable[[dict], tuple[dict | None, str | None]]:
-    """A validator for :class:`~s3_hf.llm_engine.GenerationRequest`: parsed LLM object -> ``(example, reason)``.
+    """A validator for :class:`~s3_hf.generation.GenerationRequest`: parsed LLM object -> ``(example, reason)``.
 
     The example gets the given ``label`` (classification) and ``context`` (pair/QA tasks); the generated text comes
     from the object. It must pass :meth:`TaskSpec.invalid_reason` (lengths included); a QA answer must be a span of
@@ -283,8 +283,8 @@ def stage_usage(engine: Any, *, stage: str, round_index: int) -> dict[str, Any]:
 
 
 def generation_request(**kwargs: Any) -> Any:
-    """A :class:`~s3_hf.llm_engine.GenerationRequest` (imported lazily)."""
-    from .llm_engine import GenerationRequest
+    """A :class:`~s3_hf.generation.GenerationRequest` (imported lazily)."""
+    from .generation import GenerationRequest
 
     return GenerationRequest(**kwargs)
 

@@ -163,7 +163,7 @@ class LLMLabelVerifier:
 
     def requests(self, candidates: Sequence[dict[str, Any]]) -> list[Any]:
         """One verification request per candidate (keyed by its content: the cache replays known verdicts)."""
-        from .llm_engine import GenerationRequest
+        from .generation import GenerationRequest
         from .synthesis import format_prompt
 
         spec = self.spec

@@ -151,7 +151,14 @@ def test_s3_hf_import_graph_has_no_cycles():
 
 @pytest.mark.parametrize(
     ("lower", "higher"),
-    [("s3_hf.qa", "s3_hf.metrics"), ("s3_hf.report", "s3_hf.pipeline"), ("s3_hf.prompts", "s3_hf.tasks")],
+    [
+        ("s3_hf.qa", "s3_hf.metrics"),
+        ("s3_hf.report", "s3_hf.pipeline"),
+        ("s3_hf.prompts", "s3_hf.tasks"),
+        ("s3_hf.llm_config", "s3_hf.llm_engine"),
+        ("s3_hf.generation", "s3_hf.llm_engine"),
+        ("s3_hf.llm_wire", "s3_hf.llm_engine"),
+    ],
 )
 def test_lower_module_does_not_import_the_higher_one(lower, higher):
     graph = import_graph(PACKAGE_DIR, "s3_hf")
