@@ -152,7 +152,10 @@ class S3Config:
         default="OPENAI_API_KEY", metadata=_help("NAME of the environment variable holding the API key")
     )
     local_model: str = field(
-        default="qwen2.5-coder-0.5b", metadata=_help("embedded LLM: 'qwen2.5-coder-0.5b', 'smollm2' or a .gguf path")
+        default="qwen2.5-coder-0.5b",
+        metadata=_help(
+            "embedded LLM: 'qwen2.5-coder-0.5b', 'smollm2', 'qwen2.5-coder-1.5b' (make install-1.5b) or a .gguf path"
+        ),
     )
     # Some defaults deliberately differ from LLMConfig's generic ones: they are the S3 recipe's (the paper's
     # sampling temperature 0.9; one example reply fits in 200 tokens; two single-thread embedded servers on the
@@ -256,8 +259,10 @@ class S3Config:
                 f"S3Config.error_pool must not be the test split (errors drawn from it would tune the data to the "
                 f"test score), got {self.error_pool!r}"
             )
-        if isinstance(self.max_example_chars, bool) or not isinstance(self.max_example_chars, int) or (
-            self.max_example_chars < 50
+        if (
+            isinstance(self.max_example_chars, bool)
+            or not isinstance(self.max_example_chars, int)
+            or (self.max_example_chars < 50)
         ):
             raise S3ConfigError(f"S3Config.max_example_chars must be an integer >= 50, got {self.max_example_chars!r}")
         if not self.epochs > 0:

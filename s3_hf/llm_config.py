@@ -12,12 +12,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .assets import GGUF_MODELS
 from .errors import S3ConfigError
 from .usage import DEFAULT_PRICES, PriceTable
 
 JSON_MODES = ("schema", "json_object", "off", "auto")
 PREFILL_MODES = ("auto", "completions", "continue", "inline")
-LOCAL_MODELS = ("qwen2.5-coder-0.5b", "smollm2")
+LOCAL_MODELS = tuple(GGUF_MODELS)  # the offline GGUF assets, by name
 CHAT_TEMPLATES = ("chatml",)
 
 

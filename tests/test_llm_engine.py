@@ -75,6 +75,10 @@ def test_config_validation_names_the_bad_value():
         LLMConfig(base_url="localhost:8000")
     with pytest.raises(S3ConfigError, match="local_model"):
         LLMConfig(local_model="llama-70b")
+    from s3_hf.assets import GGUF_MODELS
+
+    for name in GGUF_MODELS:  # every offline GGUF asset, the optional 1.5B included, is a valid name
+        assert LLMConfig(local_model=name).local_model == name
 
 
 def test_generate_in_order_with_schema_seed_usage_and_no_key_stored(tmp_path):
