@@ -20,12 +20,16 @@ Example:
 from __future__ import annotations
 
 import atexit
+import ctypes
+import ctypes.util
 import importlib.util
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -160,7 +164,12 @@ class LocalLLMServer:
             log_path = self.log_dir / f"llama-server-{port}.log"
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(
-                    self.command(port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+                    self.command(port),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    preexec_fn=_exit_with_parent(),
                 )
             self._procs.append((proc, port, log_path))
         _LIVE.add(self)
@@ -222,6 +231,23 @@ class LocalLLMServer:
             self.close()
         except Exception:
             pass
+
+
+def _exit_with_parent():
+    """A ``preexec_fn`` that has Linux send the server SIGTERM when this process dies, even by SIGKILL or an
+    unhandled SIGTERM (neither runs ``atexit``), so no server outlives its run; ``None`` elsewhere. The signal follows
+    the *thread* that started the server, so it is only set from the main thread."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+    def set_death_signal() -> None:
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return set_death_signal
 
 
 def _tail(path: Path, chars: int = 2000) -> str:

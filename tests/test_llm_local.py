@@ -10,15 +10,20 @@ pytest.importorskip("llama_cpp")
 pytest.importorskip("uvicorn")
 
 
-@pytest.mark.llm
-@pytest.mark.slow
-def test_local_smollm2_prefill_and_json_mode_end_to_end(tmp_path):
+def need_smollm2() -> None:
+    """Skip the test when the tiny SmolLM2 GGUF is not installed."""
     from s3_hf.assets import AssetError, gguf_path
 
     try:
         gguf_path("smollm2")
     except AssetError as err:
         pytest.skip(f"tiny GGUF not installed: {err}")
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_local_smollm2_prefill_and_json_mode_end_to_end(tmp_path):
+    need_smollm2()
 
     def validate(obj):
         text = obj.get("text")
@@ -61,3 +66,45 @@ def test_local_smollm2_prefill_and_json_mode_end_to_end(tmp_path):
     assert accepted, [(r.reasons, r.text) for r in results]
     assert all(len(r.example["text"]) >= 10 for r in accepted)
     assert len(engine.cache) == engine.report.api_calls
+
+
+@pytest.mark.llm
+def test_servers_do_not_outlive_a_killed_run(tmp_path):
+    """A run killed by SIGKILL (no atexit, no finally) leaves no llama.cpp server behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    need_smollm2()
+    script = (
+        "import sys, time\n"
+        "from s3_hf.local_llm import LocalLLMServer\n"
+        f"server = LocalLLMServer('smollm2', replicas=1, log_dir={str(tmp_path)!r}).start()\n"
+        "print(server._procs[0][0].pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        server_pid = int(run.stdout.readline())
+        os.kill(server_pid, 0)  # the server is up
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.kill(server_pid, 0)
+                # a reaped-by-init zombie still answers kill(0): read its state
+                with open(f"/proc/{server_pid}/stat") as handle:
+                    if handle.read().split(")")[-1].split()[0] == "Z":
+                        break
+            except (ProcessLookupError, FileNotFoundError):
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(server_pid, signal.SIGKILL)
+            pytest.fail(f"llama.cpp server {server_pid} outlived its killed parent")
+    finally:
+        if run.poll() is None:
+            run.kill()
