@@ -114,6 +114,8 @@ def _recipe(cli) -> dict[str, Any]:
         "error_pool_size": cli.error_pool_size,
         "local_replicas": cli.local_replicas,
         "max_example_chars": cli.max_example_chars,
+        "round_gate": cli.round_gate,
+        "verify_calibration": cli.verify_calibration,
     }
     values = {k: v for k, v in values.items() if v is not None}
     if cli.select_hard:
@@ -151,7 +153,8 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
     else:
         state = pipeline.run()["state"]
     rounds = state["s3"]["rounds"]
-    last = rounds[str(max(int(k) for k in rounds))]
+    # S3's result is its final model: the last round the round gate kept (runs from before the gate kept every one)
+    last = rounds[str(max(int(k) for k in rounds if rounds[k].get("round_kept", True)))]
     usage = json.loads((run_dir / "llm_usage.json").read_text()) if (run_dir / "llm_usage.json").is_file() else {}
     gold_file = run_dir / "gold_baseline.json"
     if gold_file.is_file():
@@ -197,7 +200,8 @@ def _method(
             total = verification.setdefault(name, {"checked": 0, "kept": 0})
             total["checked"] += stats.get("checked", 0)
             total["kept"] += stats.get("kept", 0)
-    new_rows = sum(st.get("new_rows", 0) for st in synthesized) or None
+    # rows kept (a round set aside by the round gate paid its tokens but adds no training row)
+    new_rows = sum(st.get("new_rows", 0) for st in synthesized if st.get("round_kept", True)) or None
     return {
         "rows": result.get("train_rows"),
         "test": result.get("test"),
@@ -364,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines", nargs="*", default=list(BASELINES), help=f"of {BASELINES}")
     parser.add_argument("--examples-per-error", type=int, default=None, help="k (default: the pipeline's)")
     parser.add_argument("--verifiers", nargs="*", default=None, help="llm, student, or none (default: the pipeline's)")
+    parser.add_argument("--round-gate", default=None, help="validation or none (default: the pipeline's)")
+    parser.add_argument("--verify-calibration", default=None, help="batch or none (default: the pipeline's)")
     parser.add_argument("--error-pool-size", type=int, default=None, help="default: the pipeline's")
     parser.add_argument("--max-example-chars", type=int, default=None, help="default: the pipeline's")
     parser.add_argument("--local-replicas", type=int, default=None, help="embedded llama.cpp servers")

@@ -9,11 +9,13 @@ label-flip looks like to a verifier. Printed side by side, per verifier and for 
 - ``flips caught``: of the candidates with the wrong label, the share dropped.
 
 Verifiers: ``llm`` (the generator, :class:`s3_hf.verification.LLMLabelVerifier`, with logprobs where the endpoint gives
-them) and, with ``--student DIR``, a saved small model (e.g. an S3 run's ``s3/round_0/model``). The gold rows are real
-reviews / SQuAD-derived pairs, longer and subtler than most generated candidates, so this is a conservative figure.
+them), ``llm batch-calibrated`` (the same answers, replayed from the cache, with ``calibration="batch"``) and, with
+``--student DIR``, a saved small model (e.g. an S3 run's ``s3/final_model``). The gold rows are real reviews /
+SQuAD-derived pairs / RTE pairs, longer and subtler than most generated candidates, so this is a conservative figure.
 
     python benchmarks/verifier_precision.py --task imdb --rows 100
-    python benchmarks/verifier_precision.py --task qnli --rows 100 --student runs/quality/qnli/seed1/s3/round_0/model
+    python benchmarks/verifier_precision.py --task qnli --rows 100 --student runs/quality/qnli/seed1/s3/final_model
+    python benchmarks/verifier_precision.py --task rte --rows 100 --gold ../shared/data/gold/rte_train.jsonl
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="imdb", help="imdb or qnli (offline gold)")
+    parser.add_argument("--task", default="imdb", help="a two-label classification task, e.g. imdb, qnli, rte")
+    parser.add_argument(
+        "--gold", default="offline", help="gold source of load_gold: 'offline' (imdb, qnli) or a local file/folder"
+    )
     parser.add_argument("--rows", type=int, default=100, help="gold rows (each offered with both labels)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=0.5)
@@ -48,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     spec = get_task(cli.task)
     if spec.is_qa or spec.num_labels != 2:
         raise SystemExit("this benchmark flips binary labels: use a two-label classification task")
-    pool = load_gold(spec, "offline")["train"].shuffle(seed=cli.seed)
+    gold = load_gold(spec, cli.gold)
+    # the train split (the error pool's source); a single local file loads as one split, which is then the pool
+    split = "train" if "train" in gold else next(iter(gold)) if len(gold) == 1 else None
+    if split is None:
+        raise SystemExit(f"--gold {cli.gold}: no train split to draw the rows from (splits: {sorted(gold)})")
+    pool = gold[split].shuffle(seed=cli.seed)
     rows: list[dict] = []
     per_label = cli.rows // 2
     counts = dict.fromkeys(range(spec.num_labels), 0)
@@ -71,15 +81,23 @@ def main(argv: list[str] | None = None) -> int:
         seed=cli.seed,
         max_concurrency=4,
     )
+    student = None
+    if cli.student:  # load it first: a wrong path fails before the LLM pass, not after it
+        student = StudentLabelVerifier(spec, cli.student, threshold=cli.threshold)
+        student.load()
     with LLMEngine(config) as engine:
-        verifiers = [LLMLabelVerifier(spec, engine, threshold=cli.threshold)]
-        if cli.student:
-            verifiers.append(StudentLabelVerifier(spec, cli.student, threshold=cli.threshold))
-        for verifier in verifiers:
+        verifiers = [
+            ("llm", LLMLabelVerifier(spec, engine, threshold=cli.threshold)),
+            # the same answers (replayed from the cache), batch-calibrated over the rows of one call
+            ("llm batch-calibrated", LLMLabelVerifier(spec, engine, threshold=cli.threshold, calibration="batch")),
+        ]
+        if student is not None:
+            verifiers.append(("student", student))
+        for name, verifier in verifiers:
             started = time.time()
             kept_true = sum(v.keep for v in verifier.verdicts(true))
             kept_flipped = sum(v.keep for v in verifier.verdicts(flipped))
-            results[verifier.name] = {
+            results[name] = {
                 "kept_true": kept_true,
                 "kept_flipped": kept_flipped,
                 "seconds": round(time.time() - started, 1),

@@ -24,6 +24,7 @@ from .yaml_fields import read_yaml_fields
 
 METHODS = ("s3", "zerogen", "seed_same_size", "goldgen")
 BASELINES = METHODS[1:]
+ROUND_GATES = ("validation", "none")
 CLASSIFICATION_MAX_LENGTH = 128
 
 
@@ -60,6 +61,14 @@ class S3Config:
         ),
     )
     rounds: int = field(default=2, metadata=_help("error-extrapolation rounds after the seed round"))
+    round_gate: str = field(
+        default="validation",
+        metadata=_help(
+            "'validation': a round whose model scores below the best kept round's on the gold validation rows is "
+            "set aside (its rows stay in its published config and its results in the table, but they leave training "
+            "and the 'all' config, and the next round extrapolates the kept model's errors); 'none': keep every round"
+        ),
+    )
     output_dir: str | None = field(
         default=None,
         metadata=_help("run folder: state.json, data/, errors/, the LLM cache, the report (default: runs/<task>)"),
@@ -117,6 +126,13 @@ class S3Config:
     )
     verify_threshold: float = field(
         default=0.5, metadata=_help("p(asked label) a verifier needs to keep a candidate (QA: answer token F1)")
+    )
+    verify_calibration: str = field(
+        default="batch",
+        metadata=_help(
+            "'batch': the 'llm' verifier's label probabilities are divided by their mean over the round's candidates "
+            "before the threshold (Batch Calibration; measured: benchmarks/verifier_precision.py); 'none': as given"
+        ),
     )
     select_hard: bool = field(
         default=False, metadata=_help("keep only candidates the current small model still gets wrong")
@@ -237,7 +253,7 @@ class S3Config:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise S3ConfigError(f"S3Config.{name} must be a positive integer or None, got {value!r}")
-        from .verification import VERIFIERS
+        from .verification import CALIBRATIONS, VERIFIERS
 
         if any(v not in VERIFIERS for v in self.verifiers) or len(set(self.verifiers)) != len(self.verifiers):
             raise S3ConfigError(
@@ -251,6 +267,12 @@ class S3Config:
             raise S3ConfigError(
                 f"S3Config.extrapolate_context is for pair classification tasks (a premise-like context field); "
                 f"task {self.task!r} has context field {self.spec.context_field!r} and kind {self.spec.kind!r}"
+            )
+        if self.round_gate not in ROUND_GATES:
+            raise S3ConfigError(f"S3Config.round_gate must be one of {ROUND_GATES}, got {self.round_gate!r}")
+        if self.verify_calibration not in CALIBRATIONS:
+            raise S3ConfigError(
+                f"S3Config.verify_calibration must be one of {CALIBRATIONS}, got {self.verify_calibration!r}"
             )
         if not 0 < self.verify_threshold < 1:
             raise S3ConfigError(f"S3Config.verify_threshold must be in (0, 1), got {self.verify_threshold!r}")

@@ -216,8 +216,10 @@ class ErrorExtrapolator:
     def _shown(self, example: dict[str, Any]) -> str:
         return shown_example(self.spec, example, self.max_example_chars)
 
-    def requests(self, errors: Iterable[dict[str, Any]]) -> list[Any]:
-        """``examples_per_error`` requests per error (canonical examples)."""
+    def requests(self, errors: Iterable[dict[str, Any]], *, round_index: int = 1) -> list[Any]:
+        """``examples_per_error`` requests per error (canonical examples). The round is part of each request's cache
+        key: an error the small model still gets wrong in a later round is asked for new candidates, not handed the
+        earlier round's again (which the deduplicator would drop as duplicates, at the cost of re-asks)."""
         spec = self.spec
         out = []
         for example in errors:
@@ -243,6 +245,7 @@ class ErrorExtrapolator:
                 "stage": "extrapolate",
                 "error": digest,
                 "neighbour": example_digest(neighbour) if neighbour is not None else None,
+                "round": round_index,
             }
             if self.new_context:
                 key["new_context"] = True
@@ -270,7 +273,7 @@ class ErrorExtrapolator:
         chosen = self.select(load_errors(errors, self.spec))
         outcome, results = run_requests(
             self.engine,
-            self.requests(chosen),
+            self.requests(chosen, round_index=round_index),
             stage=self.stage,
             round_index=round_index,
             desc=f"{self.stage} round {round_index}",

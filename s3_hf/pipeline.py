@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -300,6 +301,23 @@ class S3Pipeline:
     def _needs_student(self) -> bool:
         return "student" in self.config.verifiers or self.config.select_hard
 
+    def kept(self, k: int) -> bool:
+        """Whether round ``k`` counts (see ``S3Config.round_gate``): its rows train the later rounds and make up the
+        ``all`` config. The seed round always counts."""
+        return self.state.get("s3", {}).get("rounds", {}).get(str(k), {}).get("round_kept", True)
+
+    def _kept_round(self, k: int) -> int:
+        """The last kept round up to ``k``: its model is the current one, whose errors the next round extrapolates."""
+        return max(j for j in range(k + 1) if self.kept(j))
+
+    def _training_rows(self, k: int) -> list[dict[str, Any]]:
+        """Round ``k``'s training data: the rows of the kept rounds before it, then its own."""
+        rows: list[dict[str, Any]] = []
+        for j in range(k):
+            if self.kept(j):
+                rows += self._read(self.data_path(j))
+        return rows + self._read(self.data_path(k))
+
     def _verifiers(self, student_round: int) -> list[Any]:
         """The configured verifiers, in order, then the ``select_hard`` selection; the student is the small model
         of round ``student_round`` (trained on the seed and the rounds before the one being written)."""
@@ -311,7 +329,11 @@ class S3Pipeline:
             if name == "llm":
                 out.append(
                     LLMLabelVerifier(
-                        self.spec, self.engine, threshold=c.verify_threshold, max_example_chars=c.max_example_chars
+                        self.spec,
+                        self.engine,
+                        threshold=c.verify_threshold,
+                        max_example_chars=c.max_example_chars,
+                        calibration=c.verify_calibration,
                     )
                 )
             else:
@@ -334,11 +356,15 @@ class S3Pipeline:
             out.append(hard)
         return out
 
-    def _extrapolator(self, k: int, dedup, *, contrast_pool, stage: str = "extrapolate", hard: bool = True):
+    def _extrapolator(
+        self, k: int, dedup, *, contrast_pool, stage: str = "extrapolate", hard: bool = True, student_round=None
+    ):
+        """The round-``k`` extrapolator; its student verifiers are round ``student_round``'s model (default
+        ``k - 1``)."""
         from .extrapolation import ErrorExtrapolator
 
         c = self.config
-        verifiers = self._verifiers(k - 1)
+        verifiers = self._verifiers(k - 1 if student_round is None else student_round)
         if not hard:
             verifiers = [v for v in verifiers if v.name != "hard"]
         return ErrorExtrapolator(
@@ -372,10 +398,10 @@ class S3Pipeline:
 
         c = self.config
         dedup = make_deduplicator(self.spec)
-        previous = 0
-        for j in range(k):  # nothing new may repeat earlier rounds
+        previous = 0  # the current training set: the kept rounds' rows
+        for j in range(k):  # nothing new may repeat earlier rounds, kept or set aside
             rows = self._read(self.data_path(j))
-            previous += len(rows)
+            previous += len(rows) if self.kept(j) else 0
             dedup.seed(rows)
         started = time.time()
         if k == 0:
@@ -387,12 +413,14 @@ class S3Pipeline:
         else:
             from .extrapolation import load_errors
 
-            errors = load_errors(self.errors_path(k - 1), self.spec)
+            source = self._kept_round(k - 1)  # the current model: the last kept round's
+            errors = load_errors(self.errors_path(source), self.spec)
             dedup.seed(errors)  # no copy of a gold example either
-            contrast = self._correct_pool_rows(k - 1) if c.contrast and not self.spec.is_qa else None
-            outcome = self._extrapolator(k, dedup, contrast_pool=contrast).extrapolate(errors, round_index=k)
+            contrast = self._correct_pool_rows(source) if c.contrast and not self.spec.is_qa else None
+            extrapolator = self._extrapolator(k, dedup, contrast_pool=contrast, student_round=source)
+            outcome = extrapolator.extrapolate(errors, round_index=k)
             stages = ("extrapolate", "verify")
-            used = {"errors_used": min(len(errors), c.max_errors_per_round or len(errors))}
+            used = {"errors_used": min(len(errors), c.max_errors_per_round or len(errors)), "errors_from": source}
         write_s3_json(self.data_path(k), outcome.examples, self.spec)
         info = {
             **outcome.to_dict(),
@@ -540,18 +568,31 @@ class S3Pipeline:
         return str(encoder_path())
 
     def _stage_train(self, k: int) -> None:
-        examples: list[dict[str, Any]] = []
-        for j in range(k + 1):
-            examples += self._read(self.data_path(j))
+        """Train round ``k``'s model on the kept rounds' rows and its own; with ``round_gate``, decide whether the
+        round is kept: its validation score must reach the best kept round's."""
         c = self.config
+        gated = c.round_gate != "none"
+        final_model = self.out / "s3" / "final_model"
         save_to = None
         if k == c.rounds:
-            save_to = self.out / "s3" / "final_model"
-        elif self._needs_student:
+            save_to = final_model
+        elif self._needs_student or gated:  # a set-aside last round hands the final model back to a kept one
             save_to = self._student_dir(k)
         result = self._train_and_evaluate(
-            examples, self.out / "s3" / f"round_{k}", self.errors_path(k), save_to=save_to
+            self._training_rows(k), self.out / "s3" / f"round_{k}", self.errors_path(k), save_to=save_to
         )
+        if gated and k > 0:
+            rounds = self.state["s3"]["rounds"]
+            best = max(rounds[str(j)]["validation"] for j in range(k) if self.kept(j))
+            result["round_kept"] = result["validation"] >= best
+            result["gate_best_validation"] = best
+            if not result["round_kept"]:
+                logger.info(
+                    "round %d set aside: validation %.3f < %.3f of the best kept round", k, result["validation"], best
+                )
+                if k == c.rounds and self.process.is_main_process:  # the final model is the kept round's
+                    shutil.rmtree(final_model, ignore_errors=True)
+                    shutil.copytree(self._student_dir(self._kept_round(k - 1)), final_model)
         if self.process.is_main_process:
             self.state["s3"]["rounds"].setdefault(str(k), {}).update(result)
 
@@ -570,7 +611,8 @@ class S3Pipeline:
         sizes = {}
         for j in range(k + 1):
             rows = self._read(self.data_path(j))
-            all_rows += rows
+            if self.kept(j):  # a set-aside round keeps its own config but stays out of 'all'
+                all_rows += rows
             sizes["seed" if j == 0 else f"round_{j}"] = len(rows)
         config = "seed" if k == 0 else f"round_{k}"
         write_config_parquet(staging, config, self._dataset(self._read(self.data_path(k))))
@@ -618,7 +660,7 @@ class S3Pipeline:
         if self.config.baseline_size:
             return self.config.baseline_size
         rounds = self.state.get("s3", {}).get("rounds", {})
-        total = sum(info.get("new_rows", 0) for info in rounds.values())
+        total = sum(info.get("new_rows", 0) for info in rounds.values() if info.get("round_kept", True))
         if not total:
             raise S3ConfigError(
                 "the baselines need --baseline-size, or an S3 run in the same --output-dir to match its size"

@@ -39,19 +39,24 @@ def rejected_cell(rejected: dict[str, int]) -> str:
 
 
 def round_rows(state: dict[str, Any], spec: TaskSpec, upto: int | None = None) -> list[dict[str, Any]]:
-    """One row per finished round (up to ``upto``): sizes, LLM accounting, tokens, cost and scores."""
+    """One row per finished round (up to ``upto``): sizes, LLM accounting, tokens, cost and scores. A round the
+    ``round_gate`` set aside is marked so; its ``total rows`` are what its model trained on, and the next round's
+    count leaves its rows out."""
     rounds = state.get("s3", {}).get("rounds", {})
     metric = primary_metric(spec)
-    table, total = [], 0
+    table, kept_rows = [], 0
     for k in sorted(int(i) for i in rounds):
         if upto is not None and k > upto:
             continue
         info = rounds[str(k)]
-        total += info.get("new_rows", 0)
+        total = kept_rows + info.get("new_rows", 0)  # this round's training rows: the kept rounds' and its own
+        kept = info.get("round_kept", True)
+        if kept:
+            kept_rows = total
         usage = info.get("usage") or {}
         table.append(
             {
-                "round": "seed" if k == 0 else k,
+                "round": ("seed" if k == 0 else k) if kept else f"{k} (set aside)",
                 "errors used": info.get("errors_used"),
                 "requested": info.get("requested"),
                 "api calls": info.get("api_calls"),
@@ -106,7 +111,7 @@ def methods_table(state: dict[str, Any], spec: TaskSpec) -> str:
     def line(name: str, info: dict[str, Any], synthesized: list[dict[str, Any]]) -> str:
         tokens = sum((st.get("usage") or {}).get("prompt_tokens", 0) for st in synthesized)
         tokens += sum((st.get("usage") or {}).get("completion_tokens", 0) for st in synthesized)
-        rows = sum(st.get("new_rows", 0) for st in synthesized)
+        rows = sum(st.get("new_rows", 0) for st in synthesized if st.get("round_kept", True))  # rows kept
         merged: dict[str, dict[str, int]] = {}
         for st in synthesized:
             for verifier, stats in (st.get("verification") or {}).items():
@@ -121,7 +126,9 @@ def methods_table(state: dict[str, Any], spec: TaskSpec) -> str:
     if rounds:
         ordered = [rounds[str(k)] for k in sorted(int(i) for i in rounds)]
         lines.append(line("s3 seed only", ordered[0], ordered[:1]))
-        lines.append(line("s3 (all rounds)", ordered[-1], ordered))
+        # the final model is the last kept round's; the tokens of set-aside rounds count against the kept rows
+        final = [info for info in ordered if info.get("round_kept", True)][-1]
+        lines.append(line("s3 (all rounds)", final, ordered))
     for name in BASELINE_NAMES:
         info = state.get(name) or {}
         if info.get("train_rows"):
@@ -142,7 +149,7 @@ def round_card(
         f"({c.validation_size} validation / {c.test_size} test examples); seed size {c.seed_size}, "
         f"errors from `{c.error_pool}` ({c.error_pool_size} rows), {c.examples_per_error} candidate(s) per error "
         f"verified by {', '.join(c.verifiers) or 'none'}{', hard ones only' if c.select_hard else ''}, at most "
-        f"{c.max_errors_per_round} errors per round. "
+        f"{c.max_errors_per_round} errors per round, round gate `{c.round_gate}`. "
         "The full run configuration is in `s3_run_config.json`."
     )
     sections = {
@@ -150,8 +157,10 @@ def round_card(
         + "\n\n`errors used`: error-pool errors of the previous round extrapolated in that round; `api calls`: "
         "completions bought (retries included; `re-asked`: why, by reason); `rejected`: candidates dropped "
         "(invalid, refused, duplicate, or by a verifier: `verifier_<name>`); `mixing`: new rows / rows before the round; `pool errors`: errors of this "
-        "round's model on the error pool; scores: the small model trained on all data up to that round, on the gold "
-        "validation and test sets.\n\n![accuracy per round](accuracy.png)",
+        "round's model on the error pool; scores: the small model trained on the kept rounds' data up to that round, "
+        "on the gold validation and test sets. A round marked `set aside` scored below the best kept round on the "
+        "validation set (`round_gate`): its rows are in its own config but not in `all`, and later rounds neither "
+        "train on them nor extrapolate its model's errors.\n\n![accuracy per round](accuracy.png)",
         "Run": run,
     }
     return render_card(

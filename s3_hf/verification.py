@@ -8,7 +8,11 @@ wrong label on exactly the examples it finds hard. So :class:`~s3_hf.extrapolati
 - :class:`LLMLabelVerifier` (``"llm"``): the generator itself labels the candidate zero-shot (the task's
   ``PromptSet.verify`` prompt, temperature 0, the answer constrained to the label names by JSON schema where the
   endpoint supports it). Where the endpoint returns logprobs, the label words' probabilities at the first answer
-  token decide (kept iff p(asked label) >= ``threshold``); otherwise the answered label must be the asked one. For
+  token decide (kept iff p(asked label) >= ``threshold``); otherwise the answered label must be the asked one. With
+  ``calibration="batch"`` those probabilities are first divided by their mean over the candidates verified together
+  (Batch Calibration, Zhou et al., ICLR 2024): a small generator that answers one label for almost everything (the
+  0.5B model says *entailment* to nearly every QNLI pair) then no longer keeps every candidate of that label and drops
+  every other one. For
   extractive QA it answers the question itself and the candidate is kept iff the two answers' token F1 >=
   ``threshold`` (round-trip consistency, Alberti et al., 2019). Its calls go through the engine's cache: a resumed run
   replays every verdict it already paid for.
@@ -41,7 +45,10 @@ from .prompts import GENERIC_VERIFY, VERIFY_SYSTEM, PromptSet
 from .tasks import TaskSpec, get_task
 
 VERIFIERS = ("llm", "student")
+CALIBRATIONS = ("none", "batch")
 VERIFY_STAGE = "verify"
+# fewer candidates with label probabilities than this give too noisy a mean: they are decided uncalibrated
+MIN_CALIBRATION_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,25 @@ def label_probabilities(logprobs: Sequence[dict[str, float]] | None, label_names
     return None
 
 
+def batch_calibrated(probabilities: Sequence[dict[str, float] | None]) -> list[dict[str, float] | None]:
+    """Label probabilities divided by their mean over the batch and renormalised (Batch Calibration): the verifier's
+    bias towards a label, estimated on the candidates themselves, is taken out. ``None`` entries stay ``None``; with
+    fewer than :data:`MIN_CALIBRATION_BATCH` known entries the probabilities come back as they are."""
+    known = [p for p in probabilities if p is not None]
+    if len(known) < MIN_CALIBRATION_BATCH:
+        return list(probabilities)
+    prior = {name: sum(p[name] for p in known) / len(known) for name in known[0]}
+    out: list[dict[str, float] | None] = []
+    for p in probabilities:
+        if p is None:
+            out.append(None)
+            continue
+        weights = {name: p[name] / prior[name] if prior[name] > 0 else 0.0 for name in p}
+        total = sum(weights.values())
+        out.append({name: w / total for name, w in weights.items()} if total > 0 else p)
+    return out
+
+
 class LLMLabelVerifier:
     """The generator labels each candidate zero-shot (QA: answers it); see the module docstring.
 
@@ -119,6 +145,8 @@ class LLMLabelVerifier:
         max_example_chars: longer texts are cut in the prompt.
         max_attempts: attempts per verification request.
         logprobs: top alternatives asked per token (``None``: decide on the answered label alone).
+        calibration: ``"none"`` or ``"batch"`` (classification with logprobs: divide the label probabilities by
+            their mean over the candidates of one :meth:`verdicts` call; see the module docstring).
     """
 
     name = "llm"
@@ -133,10 +161,14 @@ class LLMLabelVerifier:
         max_example_chars: int = 600,
         max_attempts: int = 2,
         logprobs: int | None = 5,
+        calibration: str = "none",
     ):
         self.spec = get_task(task)
         if not 0 < threshold < 1:
             raise S3ConfigError(f"LLMLabelVerifier threshold must be in (0, 1), got {threshold!r}")
+        if calibration not in CALIBRATIONS:
+            raise S3ConfigError(f"LLMLabelVerifier calibration must be one of {CALIBRATIONS}, got {calibration!r}")
+        self.calibration = calibration
         self.engine = engine
         self.threshold = threshold
         self.prompts = prompts or self.spec.prompts
@@ -212,17 +244,21 @@ class LLMLabelVerifier:
         results = self.engine.generate(
             self.requests(candidates), stage=VERIFY_STAGE, round_index=round_index, desc=f"verify round {round_index}"
         )
-        out = []
-        for candidate, result in zip(candidates, results):
-            if self.spec.is_qa:
+        if self.spec.is_qa:
+            out = []
+            for candidate, result in zip(candidates, results):
                 if result.example is None:
                     out.append(Verdict(False))
                     continue
                 f1 = max(token_f1(result.example["answer"], gold) for gold in candidate["answers"]["text"])
                 out.append(Verdict(f1 >= self.threshold, f1))
-                continue
+            return out
+        label_probs = [label_probabilities(getattr(r, "logprobs", None), self.spec.label_names) for r in results]
+        if self.calibration == "batch":
+            label_probs = batch_calibrated(label_probs)
+        out = []
+        for candidate, result, probabilities in zip(candidates, results, label_probs):
             asked = self.spec.label_names[candidate["label"]]
-            probabilities = label_probabilities(getattr(result, "logprobs", None), self.spec.label_names)
             if probabilities is not None:
                 out.append(Verdict(probabilities[asked] >= self.threshold, probabilities[asked]))
             elif result.example is not None:

@@ -64,6 +64,8 @@ def test_config_validation_names_the_bad_value():
         S3Config(push_to_hub="no-slash")
     with pytest.raises(S3ConfigError, match="LLMConfig.base_url"):
         S3Config(base_url="ftp://x")
+    with pytest.raises(S3ConfigError, match="round_gate.*'sometimes'"):
+        S3Config(round_gate="sometimes")
     assert S3Config(method="s3,zerogen").method == ["s3", "zerogen"]
 
 
@@ -709,3 +711,70 @@ def test_extrapolate_context_writes_new_contexts_and_best_epoch_selection(tmp_pa
     first = state["s3"]["rounds"]["0"]
     assert len(errors) == first["errors"] == round(first["pool_size"] * (1 - first["pool"]))
     assert not list(out.rglob("checkpoint-*"))
+
+
+@pytest.mark.parametrize("scores, final_round", [((0.70, 0.60, 0.75), 2), ((0.70, 0.80, 0.75), 1)])
+def test_round_gate_sets_aside_a_round_that_lowers_validation(tmp_path, monkeypatch, scores, final_round):
+    """round_gate='validation': a round scoring below the best kept round on validation leaves training, the 'all'
+    config and the error source; the final model is the last kept round's."""
+    from fake_llm import FakeEngine, user_prompt
+
+    from s3_hf.pipeline import S3Pipeline
+    from s3_hf.s3_json import write_s3_json
+
+    def responder(request):
+        prompt = user_prompt(request)
+        if prompt.startswith("Is the movie review below"):
+            return {"label": "positive" if "glowing" in prompt.split("<data>")[1] else "negative"}
+        if "reasons why" in prompt:
+            return {"rationales": [f"reason {i} {len(engine.seen)}" for i in range(6)]}
+        positive = "positive movie review" in prompt
+        tone = "glowing, I loved it" if positive else "bitter, I hated it"
+        return {"text": f"Review number {len(engine.seen)} of the film: {tone}, and long enough to keep."}
+
+    engine = FakeEngine(responder)
+    validation = iter(scores)
+    trained: dict[int, list[dict]] = {}
+
+    def fake_train(self, examples, run_dir, errors_path=None, *, save_to=None):
+        k = int(run_dir.name.split("_")[1])
+        trained[k] = list(examples)
+        errors = [
+            {"text": f"Gold review {k}-{i}, which the round {k} model got wrong, glowing or not.", "label": i % 2}
+            for i in range(4)
+        ]
+        write_s3_json(errors_path, errors, self.spec)
+        if save_to is not None:
+            save_to.mkdir(parents=True, exist_ok=True)
+            (save_to / "round.txt").write_text(str(k))
+        return {"train_rows": len(examples), "validation": next(validation), "test": 0.5, "errors": 4}
+
+    monkeypatch.setattr(S3Pipeline, "_train_and_evaluate", fake_train)
+    config = S3Config(
+        output_dir=str(tmp_path / "run"), seed_size=4, rationales_per_label=6, max_errors_per_round=4,
+        examples_per_error=1, rounds=2, round_gate="validation",
+    )  # fmt: skip
+    results = S3Pipeline(config, engine=engine).run()
+    rounds = results["state"]["s3"]["rounds"]
+    set_aside = 3 - final_round  # the round whose validation fell
+    assert [rounds[str(k)].get("round_kept", True) for k in range(3)] == [k != set_aside for k in range(3)]
+    rows = {k: len((tmp_path / "run" / "data" / name).read_text().splitlines())
+            for k, name in enumerate(["seed.jsonl", "round_1.jsonl", "round_2.jsonl"])}  # fmt: skip
+    if set_aside == 1:
+        # round 2 trains without round 1's rows and extrapolates the seed model's errors
+        assert len(trained[2]) == rows[0] + rows[2] and rounds["2"]["errors_from"] == 0
+        round_2_prompts = [user_prompt(r) for stage, k, r in engine.seen if stage == "extrapolate" and k == 2]
+        assert round_2_prompts and all("Gold review 0-" in p for p in round_2_prompts)
+    else:
+        assert len(trained[2]) == rows[0] + rows[1] + rows[2] and rounds["2"]["errors_from"] == 1
+    assert (tmp_path / "run" / "s3" / "final_model" / "round.txt").read_text() == str(final_round)
+    assert f"| {set_aside} (set aside) |" in results["table"]
+    # the published 'all' config of the last round holds the kept rounds' rows only
+    import datasets
+
+    all_rows = datasets.load_dataset("parquet", data_files=str(tmp_path / "run" / "dataset" / "all" / "*.parquet"))
+    assert all_rows["train"].num_rows == sum(n for k, n in rows.items() if k != set_aside)
+    # S3's size for the baselines: the kept rows
+    resumed = S3Pipeline(config, engine=engine)
+    resumed._load_state()
+    assert resumed._baseline_size() == all_rows["train"].num_rows

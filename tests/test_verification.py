@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -57,6 +58,41 @@ def test_label_probabilities_from_first_token_alternatives():
     assert label_probabilities([{"n": -0.1, "x": -1.0}], ("negative", "not_entailment")) is None
     assert label_probabilities([{"ent": -0.3, "not": -1.5}], ("entailment", "not_entailment"))["entailment"] > 0.7
     assert label_probabilities(None, ("a", "b")) is None and label_probabilities([], ("a", "b")) is None
+
+
+def test_batch_calibration_takes_out_a_verifier_biased_to_one_label():
+    """The 0.5B model answers 'entailment' to nearly every QNLI pair (benchmarks/verifier_precision.py): p(entailment)
+    above 0.5 for every candidate, only higher for the right ones. Uncalibrated it keeps every entailment candidate
+    and drops every other; batch-calibrated it keeps the candidates whose label is right, of both labels."""
+    from types import SimpleNamespace
+
+    class BiasedEngine:
+        def generate(self, requests, **kwargs):
+            out = []
+            for request in requests:
+                p = 0.75 if "Zanzibar" in user_prompt(request) else 0.6
+                alternatives = {"ent": math.log(p), "not": math.log(1 - p)}
+                out.append(SimpleNamespace(example={"label": 0}, reason=None, logprobs=[alternatives]))
+            return out
+
+    def pair(i: int, answers: bool, label: int) -> dict:
+        question = f"Question {i}: where is Zanzibar?" if answers else f"Question {i}: what is unrelated?"
+        return {"question": question, "sentence": f"Sentence {i} of the paragraph.", "label": label}
+
+    right = [pair(i, i % 2 == 0, 0 if i % 2 == 0 else 1) for i in range(10)]  # label 0 = entailment
+    flipped = [{**c, "label": 1 - c["label"]} for c in right]
+    plain = LLMLabelVerifier("qnli", BiasedEngine())
+    assert [v.keep for v in plain.verdicts(right)] == [c["label"] == 0 for c in right]
+    assert [v.keep for v in plain.verdicts(flipped)] == [c["label"] == 0 for c in flipped]
+    calibrated = LLMLabelVerifier("qnli", BiasedEngine(), calibration="batch")
+    assert all(v.keep for v in calibrated.verdicts(right))
+    assert not any(v.keep for v in calibrated.verdicts(flipped))
+    # too few candidates for a mean: decided as given
+    assert [v.keep for v in calibrated.verdicts(right[:3])] == [c["label"] == 0 for c in right[:3]]
+    with pytest.raises(S3ConfigError, match="calibration.*'platt'"):
+        LLMLabelVerifier("qnli", BiasedEngine(), calibration="platt")
+    with pytest.raises(S3ConfigError, match="verify_calibration.*'platt'"):
+        S3Config(verify_calibration="platt")
 
 
 # ---------------------------------------------------------------------- k candidates + the LLM verifier
