@@ -9,8 +9,8 @@ wrong label on exactly the examples it finds hard. So :class:`~s3_hf.extrapolati
   ``PromptSet.verify`` prompt, temperature 0, the answer constrained to the label names by JSON schema where the
   endpoint supports it). Where the endpoint returns logprobs, the label words' probabilities at the first answer
   token decide (kept iff p(asked label) >= ``threshold``); otherwise the answered label must be the asked one. With
-  ``calibration="batch"`` those probabilities are first divided by their mean over the candidates verified together
-  (Batch Calibration, Zhou et al., ICLR 2024): a small generator that answers one label for almost everything (the
+  ``calibration="batch"`` those probabilities are first divided by their mean over the candidates verified together,
+  taken class-balanced over the asked labels (Batch Calibration, Zhou et al., ICLR 2024): a small generator that answers one label for almost everything (the
   0.5B model says *entailment* to nearly every QNLI pair) then no longer keeps every candidate of that label and drops
   every other one. For
   extractive QA it answers the question itself and the candidate is kept iff the two answers' token F1 >=
@@ -47,8 +47,10 @@ from .tasks import TaskSpec, get_task
 VERIFIERS = ("llm", "student")
 CALIBRATIONS = ("none", "batch")
 VERIFY_STAGE = "verify"
-# fewer candidates with label probabilities than this give too noisy a mean: they are decided uncalibrated
+# fewer candidates with label probabilities than this (in all, or asked for any one label) give too noisy a mean:
+# they are decided uncalibrated
 MIN_CALIBRATION_BATCH = 8
+MIN_CALIBRATION_PER_LABEL = 2
 
 
 @dataclass(frozen=True)
@@ -115,14 +117,26 @@ def label_probabilities(logprobs: Sequence[dict[str, float]] | None, label_names
     return None
 
 
-def batch_calibrated(probabilities: Sequence[dict[str, float] | None]) -> list[dict[str, float] | None]:
-    """Label probabilities divided by their mean over the batch and renormalised (Batch Calibration): the verifier's
-    bias towards a label, estimated on the candidates themselves, is taken out. ``None`` entries stay ``None``; with
-    fewer than :data:`MIN_CALIBRATION_BATCH` known entries the probabilities come back as they are."""
-    known = [p for p in probabilities if p is not None]
+def batch_calibrated(
+    probabilities: Sequence[dict[str, float] | None], asked: Sequence[str]
+) -> list[dict[str, float] | None]:
+    """Label probabilities divided by the verifier's estimated bias and renormalised (Batch Calibration, Zhou et al.,
+    ICLR 2024): the bias is the mean prediction over the batch, taken class-balanced, i.e. the mean over the asked
+    labels of each label's candidates' mean prediction. On a label-balanced batch this is the paper's batch mean; on an
+    unbalanced one it keeps the label mix itself from passing for a bias (ten confident *entailment* candidates and
+    two *not_entailment* ones would otherwise push the weaker entailment ones below the threshold).
+
+    ``asked``: each candidate's asked label name. ``None`` entries stay ``None``. With fewer than
+    :data:`MIN_CALIBRATION_BATCH` known entries, or fewer than :data:`MIN_CALIBRATION_PER_LABEL` for some label, the
+    probabilities come back as they are."""
+    known = [(p, label) for p, label in zip(probabilities, asked) if p is not None]
     if len(known) < MIN_CALIBRATION_BATCH:
         return list(probabilities)
-    prior = {name: sum(p[name] for p in known) / len(known) for name in known[0]}
+    names = list(known[0][0])
+    groups = {name: [p for p, label in known if label == name] for name in names}
+    if any(len(group) < MIN_CALIBRATION_PER_LABEL for group in groups.values()):
+        return list(probabilities)
+    prior = {y: sum(sum(p[y] for p in group) / len(group) for group in groups.values()) / len(groups) for y in names}
     out: list[dict[str, float] | None] = []
     for p in probabilities:
         if p is None:
@@ -255,7 +269,7 @@ class LLMLabelVerifier:
             return out
         label_probs = [label_probabilities(getattr(r, "logprobs", None), self.spec.label_names) for r in results]
         if self.calibration == "batch":
-            label_probs = batch_calibrated(label_probs)
+            label_probs = batch_calibrated(label_probs, [self.spec.label_names[c["label"]] for c in candidates])
         out = []
         for candidate, result, probabilities in zip(candidates, results, label_probs):
             asked = self.spec.label_names[candidate["label"]]

@@ -67,10 +67,14 @@ def test_batch_calibration_takes_out_a_verifier_biased_to_one_label():
     from types import SimpleNamespace
 
     class BiasedEngine:
+        def __init__(self, table=None):
+            self.table = table or {"Zanzibar": 0.75}  # marker in the question -> p(entailment); else 0.6
+
         def generate(self, requests, **kwargs):
             out = []
             for request in requests:
-                p = 0.75 if "Zanzibar" in user_prompt(request) else 0.6
+                prompt = user_prompt(request)
+                p = next((v for marker, v in self.table.items() if marker in prompt), 0.6)
                 alternatives = {"ent": math.log(p), "not": math.log(1 - p)}
                 out.append(SimpleNamespace(example={"label": 0}, reason=None, logprobs=[alternatives]))
             return out
@@ -89,6 +93,16 @@ def test_batch_calibration_takes_out_a_verifier_biased_to_one_label():
     assert not any(v.keep for v in calibrated.verdicts(flipped))
     # too few candidates for a mean: decided as given
     assert [v.keep for v in calibrated.verdicts(right[:3])] == [c["label"] == 0 for c in right[:3]]
+    # a label-unbalanced batch of right labels and a confident verifier: ten entailment candidates (one weaker, p 0.7)
+    # and two not_entailment ones; the label mix is not a bias, so the weaker one is kept (a plain batch mean, 0.77,
+    # would put it at p 0.41 and drop it)
+    table = {"Strong": 0.9, "Weak": 0.7, "Other": 0.1}
+    unbalanced = [
+        {"question": f"{kind} question {i}?", "sentence": f"Sentence {i}.", "label": label}
+        for i, (kind, label) in enumerate([("Strong", 0)] * 9 + [("Weak", 0)] + [("Other", 1)] * 2)
+    ]
+    verdicts = LLMLabelVerifier("qnli", BiasedEngine(table), calibration="batch").verdicts(unbalanced)
+    assert all(v.keep for v in verdicts) and 0.7 < verdicts[9].score < 0.75
     with pytest.raises(S3ConfigError, match="calibration.*'platt'"):
         LLMLabelVerifier("qnli", BiasedEngine(), calibration="platt")
     with pytest.raises(S3ConfigError, match="verify_calibration.*'platt'"):
