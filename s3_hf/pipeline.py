@@ -12,9 +12,10 @@ paper) that the small model's errors are collected from, the **validation** rows
 
 Round ``k`` (``0`` = seed) has three stages, each a checkpoint recorded in ``<output_dir>/state.json`` (written
 atomically): ``data`` (round 0: rationales + seed synthesis; round k: ``k`` candidates per error of round k-1,
-each verified), ``train`` (train the small model from its base checkpoint on all data so far, evaluate it on the
-error pool with the :class:`~s3_hf.callback.MisclassificationCallback`, then score it on the gold validation and
-test sets) and ``publish`` (config
+each verified), ``train`` (train the small model from its base checkpoint on the kept rounds' data so far, evaluate
+it on the error pool with the :class:`~s3_hf.callback.MisclassificationCallback`, then score it on the gold
+validation and test sets; with ``--round-gate validation`` a round scoring below the best kept round on validation is
+set aside: later rounds neither train on its rows nor extrapolate its errors) and ``publish`` (config
 ``round_k``/``seed`` + ``all`` pushed as one commit tagged ``round-k``, with the dataset card's per-round table and
 accuracy plot). A killed run started again resumes at the stage it stopped: finished stages are skipped, and the
 LLM engine's response cache replays every completed call of an interrupted stage.
