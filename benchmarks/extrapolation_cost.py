@@ -7,7 +7,9 @@ side on the same real gold "errors" (label-balanced IMDb pool rows):
 - ``v3``: the earlier extrapolation prompt (example first, 1,000 characters of it, one candidate per error, no
   request affinity) — the "before" of issue 14;
 - every ``--variants`` entry: the current kit with a setting changed: ``default`` (the shipped prompts, k candidates,
-  the shipped character budget, the contrastive neighbour), ``nocontrast``, ``short`` (300 characters of the error).
+  the shipped character budget, the contrastive neighbour), ``nocontrast`` (what runs ship with), ``copy_note``
+  (``nocontrast``, but a copy is shown back to the model with :data:`~s3_hf.prompts.COPY_RETRY` instead of re-asked
+  by the same prompt), ``short`` (300 characters of the error).
 
 For each: requests, API calls (and why they exceed requests), accepted rows after de-duplication, rows kept by the LLM
 verifier, prompt / completion tokens per request, and generation + verification seconds per kept row, with the ratio
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--errors", type=int, default=12, help="gold rows extrapolated (label-balanced)")
     parser.add_argument("--k", type=int, default=2, help="candidates per error of the current kit")
-    parser.add_argument("--variants", nargs="*", default=["default", "nocontrast", "short"])
+    parser.add_argument("--variants", nargs="*", default=["default", "nocontrast", "copy_note", "short"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--local-model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--base-url", default=None)
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     from s3_hf.config import S3Config
     from s3_hf.gold import load_gold
     from s3_hf.llm_engine import LLMConfig, LLMEngine
+    from s3_hf.prompts import COPY_RETRY
     from s3_hf.synthesis import SeedSynthesizer, make_deduplicator
     from s3_hf.tasks import get_task
 
@@ -148,15 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         results.append(
             run_variant("v3", engine, spec, errors, pool, k=1, chars=1000, prompts=v3, contrast=False, **common)
         )
+        noted = dataclasses.replace(spec.prompts, copy_retry=COPY_RETRY)
         settings = {
-            "default": dict(chars=defaults.max_example_chars, contrast=True),
-            "nocontrast": dict(chars=defaults.max_example_chars, contrast=False),
-            "short": dict(chars=300, contrast=True),
+            "default": dict(chars=defaults.max_example_chars, contrast=True, prompts=None),
+            "nocontrast": dict(chars=defaults.max_example_chars, contrast=False, prompts=None),
+            "copy_note": dict(chars=defaults.max_example_chars, contrast=False, prompts=noted),
+            "short": dict(chars=300, contrast=True, prompts=None),
         }
         for name in cli.variants:
-            results.append(
-                run_variant(name, engine, spec, errors, pool, k=cli.k, prompts=None, **settings[name], **common)
-            )
+            results.append(run_variant(name, engine, spec, errors, pool, k=cli.k, **settings[name], **common))
     seed_per_row = results[0]["seconds_generation"] / max(1, results[0]["accepted"])
     lines = [
         f"Extrapolation cost on {cli.errors} real IMDb rows (k={cli.k} for the current kit), one engine, no cache",

@@ -39,6 +39,9 @@ class GenerationRequest:
             that do not return them (or reject the parameter) give ``None``, never an error.
         affinity: requests with the same affinity go to the same server when there are several (a local server
             reuses the KV cache of a prompt it has just processed: the k candidates of one error cost one prompt).
+        retry_notes: rejection reason code -> a note for the model. The attempt after a reply rejected for such a
+            reason sees that reply and the note as the next turns of the chat, as validation feedback (e.g. copied
+            text: "write new sentences"); after other rejections the same prompt is asked again.
     """
 
     messages: list[dict[str, str]]
@@ -53,6 +56,7 @@ class GenerationRequest:
     span_fields: tuple[str, ...] = ()
     logprobs: int | None = None
     affinity: str | None = None
+    retry_notes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.logprobs is not None and not 1 <= self.logprobs <= 20:

@@ -199,11 +199,20 @@ class LLMEngine:
         return fmt
 
     def _build_call(
-        self, request: GenerationRequest, attempt: int, *, json_mode: str | None = None
+        self,
+        request: GenerationRequest,
+        attempt: int,
+        *,
+        json_mode: str | None = None,
+        feedback: tuple[str, str] | None = None,
     ) -> tuple[str, dict[str, Any], str, str | None]:
         """``(endpoint, payload, cache key, prefill the reply continues)`` for one attempt (``json_mode``: override
-        the engine's current structured-output mode)."""
+        the engine's current structured-output mode; ``feedback``: the rejected previous reply and the note that
+        follows it, see ``GenerationRequest.retry_notes``)."""
         cfg = self.config
+        turns = [dict(m) for m in request.messages]
+        if feedback is not None:
+            turns += [{"role": "assistant", "content": feedback[0]}, {"role": "user", "content": feedback[1]}]
         params: dict[str, Any] = {
             "max_tokens": request.max_tokens or cfg.max_tokens,
             "temperature": cfg.temperature if request.temperature is None else request.temperature,
@@ -216,10 +225,10 @@ class LLMEngine:
             if wants_logprobs:
                 params["logprobs"] = request.logprobs
             endpoint = "completions"
-            payload = {"prompt": render_chatml(request.messages, prefill), "stop": ["<|im_end|>"], **params}
+            payload = {"prompt": render_chatml(turns, prefill), "stop": ["<|im_end|>"], **params}
         else:
             endpoint = "chat"
-            messages = [dict(m) for m in request.messages]
+            messages = turns
             if wants_logprobs:
                 params.update(logprobs=True, top_logprobs=request.logprobs)
             payload = {"messages": messages, **params}
@@ -366,9 +375,10 @@ class LLMEngine:
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "api_calls": 0, "cached": 0}
         reasons: list[str] = []
         text = logprobs = None
+        feedback: tuple[str, str] | None = None  # the rejected reply and its note, for the next attempt
         attempt = 0
         while attempt < request.max_attempts:
-            endpoint_kind, payload, key, prefill = self._build_call(request, attempt)
+            endpoint_kind, payload, key, prefill = self._build_call(request, attempt, feedback=feedback)
             raw = self.cache.get(key) if self.cache is not None else None
             if (
                 raw is None
@@ -377,7 +387,7 @@ class LLMEngine:
                 and self.config.json_mode == "auto"
             ):
                 # a run against a server that rejected response_format cached the plain variant: replay it
-                fallback = self._build_call(request, attempt, json_mode="off")
+                fallback = self._build_call(request, attempt, json_mode="off", feedback=feedback)
                 if self.cache.get(fallback[2]) is not None:
                     endpoint_kind, payload, key, prefill = fallback
                     raw = self.cache.get(key)
@@ -430,6 +440,11 @@ class LLMEngine:
             if example is not None:
                 return GenerationResult(request, example, None, attempt, usage, reasons, text, logprobs)
             reasons.append(_reason_code(reason))
+            note = request.retry_notes.get(reasons[-1])
+            feedback = None
+            if note and text:
+                written = text if not prefill or text.lstrip().startswith(prefill.strip()) else prefill + text
+                feedback = (written, note)
         last = reasons[-1] if reasons else "invalid"
         return GenerationResult(request, None, last, attempt, usage, reasons, text, logprobs)
 

@@ -25,6 +25,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+# a note for PromptSet.copy_retry: it follows an extrapolated reply rejected for copying the shown example. Not a
+# default: with the 0.5B local model it cut no copy re-asks and made each re-ask dearer (benchmarks/extrapolation_cost.py)
+COPY_RETRY = (
+    "Your {field} copies sentences of the example shown. Write it again in your own words, with new sentences and "
+    "details and the same label. Answer with the JSON object only."
+)
+
 
 @dataclass(frozen=True)
 class PromptSet:
@@ -44,6 +51,9 @@ class PromptSet:
             tasks, ``ErrorExtrapolator(new_context=True)``); ``None``: :data:`GENERIC_EXTRAPOLATE_CONTEXT`.
         label_hints: label name -> what it means for this task (``{label_hint}``); missing names fall back to
             :data:`LABEL_HINTS`.
+        copy_retry: a note (``{field}``: the copied field, e.g. :data:`COPY_RETRY`) for an extrapolated reply
+            rejected for copying the shown example: the next attempt sees that reply and the note. ``None``: the same
+            prompt is asked again.
     """
 
     version: str
@@ -56,9 +66,13 @@ class PromptSet:
     verify: str | None = None
     label_hints: dict[str, str] | None = None
     extrapolate_context: str | None = None
+    copy_retry: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["copy_retry"] is None:  # unset, it leaves the task fingerprints (and LLM cache keys) as they were
+            del data["copy_retry"]
+        return data
 
     def hint(self, label: str) -> str:
         """What ``label`` means in this task's prompts."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import datasets
 import pytest
 from fake_llm import FakeEngine, user_prompt
 
 from s3_hf.errors import S3ConfigError, S3DataError
 from s3_hf.extrapolation import ErrorExtrapolator, load_errors
-from s3_hf.prompts import PromptSet
+from s3_hf.prompts import COPY_RETRY, PromptSet
 from s3_hf.s3_json import write_s3_json
 from s3_hf.tasks import get_task
 
@@ -185,3 +187,22 @@ def test_a_candidate_that_copies_the_shown_error_in_part_is_rejected():
     near = Deduplicator()
     near.add(review)
     assert near.check(candidates[0]["text"]) is None
+
+
+def test_a_copy_is_re_asked_with_the_prompts_copy_note_when_they_have_one():
+    """With ``PromptSet.copy_retry`` each extrapolation request names the note that follows a reply rejected as a
+    copy of its shown field(s); unset (the default), a copy is re-asked by the same prompt and the task's fingerprint
+    (so every LLM cache key) is what it was before the field existed."""
+    errors = [{"text": "A dull film with a plot that made no sense at all, sadly.", "label": 0}]
+    (request,) = ErrorExtrapolator("imdb", FakeEngine(lambda r: {}), examples_per_error=1).requests(errors)
+    assert request.retry_notes == {} and "copy_retry" not in get_task("imdb").prompts.to_dict()
+    noted = dataclasses.replace(get_task("imdb").prompts, copy_retry=COPY_RETRY)
+    (request,) = ErrorExtrapolator("imdb", FakeEngine(lambda r: {}), examples_per_error=1, prompts=noted).requests(errors)
+    assert list(request.retry_notes) == ["copied_text"] and "Your text copies" in request.retry_notes["copied_text"]
+    rte = dataclasses.replace(get_task("rte").prompts, copy_retry=COPY_RETRY)
+    (request,) = ErrorExtrapolator(
+        "rte", FakeEngine(rte_responder), new_context=True, examples_per_error=1, prompts=rte
+    ).requests(RTE_ERRORS[:1])
+    assert sorted(request.retry_notes) == ["copied_hypothesis", "copied_premise"]
+    spec = get_task("imdb")
+    assert dataclasses.replace(spec, prompts=noted).fingerprint() != spec.fingerprint()

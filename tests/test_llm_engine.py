@@ -170,6 +170,43 @@ def test_invalid_outputs_retried_then_dropped_with_reason():
     assert engine.report.rejected == {"wrong_label": 1} and server.stats()["calls"] == 5
 
 
+@pytest.mark.parametrize("mode", ["chat", "completions"])
+def test_a_reply_rejected_for_a_reason_with_a_note_is_shown_back_with_the_note(tmp_path, mode):
+    """``retry_notes``: after a ``wrong_label`` reply the next attempt sees that reply and the note (validation
+    feedback); the cache keys the feedback attempt by it, so a rerun replays it; other reasons re-ask plainly."""
+    note = "Use the label positive."
+
+    def responder(body):
+        text = json.dumps(body.get("messages") or body.get("prompt"))
+        label = "positive" if note in text else "negative"
+        return json.dumps({"text": f"A review for {last_user_text(body)[:6]}.", "label": label})
+
+    requests = make_requests(2, max_attempts=2)
+    requests[0].retry_notes = {"wrong_label": note}
+    prefill = '{"text": "' if mode == "completions" else None
+    for request in requests:
+        request.prefill = prefill
+    with FakeOpenAIServer(responder=responder) as server:
+        cfg = config(server, tmp_path, prefill_mode="inline" if mode == "chat" else mode)
+        with LLMEngine(cfg) as engine:
+            results = engine.generate(requests, stage="seed")
+        assert results[0].accepted and results[0].reasons == ["wrong_label"]
+        assert results[1].reason == "wrong_label" and results[1].attempts == 2  # no note: asked the same again
+        feedback = [c["body"] for c in server.log if note in json.dumps(c["body"])]
+        assert len(feedback) == 1
+        if mode == "chat":
+            shown = feedback[0]["messages"][-2:]
+            assert shown[0]["role"] == "assistant" and json.loads(shown[0]["content"])["label"] == "negative"
+            assert shown[1] == {"role": "user", "content": note}
+        else:  # the rejected reply is shown whole (prefill included), then the note, then a new prefilled turn
+            assert '<|im_start|>assistant\n{"text": "A review' in feedback[0]["prompt"]
+            assert feedback[0]["prompt"].endswith(f'{note}<|im_end|>\n<|im_start|>assistant\n{{"text": "')
+        calls = server.stats()["calls"]
+        with LLMEngine(cfg) as engine:
+            again = engine.generate(requests, stage="seed")
+        assert server.stats()["calls"] == calls and [r.example for r in again] == [r.example for r in results]
+
+
 def test_span_fields_unwrap_a_copied_delimiter_pair_and_other_leaks_still_reject():
     """A QA answer copied from the delimited paragraph often comes back as ``<data>1833</data>``: that is the span,
     not a leak, when the request names ``answer`` a span field; a tag elsewhere (or without span_fields) rejects."""
