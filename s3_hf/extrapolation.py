@@ -5,10 +5,10 @@ most similar correctly classified example of another label) and writes ``k`` can
 label; verifiers (:mod:`s3_hf.verification`) keep the candidates whose label they confirm. Pair and QA tasks keep the
 error's context (premise / sentence / paragraph) and write a new second text (hypothesis / question, plus an answer
 span for QA); with ``new_context=True`` a pair task writes a new context too (for data to ship when the gold texts may
-not be). A written text that copies the error's, even in part, is re-asked (the model sees its reply and the prompts'
-``copy_retry`` note) and at last rejected as ``copied_<field>`` (with ``new_context``: a premise or hypothesis that
-copies either text of the error). The prompts are
-:mod:`s3_hf.prompts`'; pass ``prompts=`` to override them.
+not be). A written text that copies the error's, even in part, is re-asked and at last rejected as ``copied_<field>``
+(with ``new_context``: a premise or hypothesis that copies either text of the error); prompts with a ``copy_retry``
+note show the model its copied reply and the note on the re-ask. The prompts are :mod:`s3_hf.prompts`'; pass
+``prompts=`` to override them.
 
 The errors can be the :class:`~s3_hf.callback.MisclassificationCallback` output (a ``datasets.Dataset``), a list of
 canonical examples, or a file in the task's S3 json format (e.g. the callback's ``misclassified/step-N.jsonl``).
@@ -223,6 +223,8 @@ class ErrorExtrapolator:
         earlier round's again (which the deduplicator would drop as duplicates, at the cost of re-asks)."""
         spec = self.spec
         out = []
+        note, copied = self.prompts.copy_retry, spec.input_fields if self.new_context else (spec.generated_field,)
+        notes = {f"copied_{name}": note.format(field=name) for name in copied} if note else {}
         for example in errors:
             label_id = None if spec.is_qa else spec.label_id(example["label"])
             label = "" if spec.is_qa else spec.label_names[label_id]
@@ -253,8 +255,6 @@ class ErrorExtrapolator:
             validate = example_validator(
                 spec, label=label_id, context=context, shown=example, new_context=self.new_context
             )
-            note, copied = self.prompts.copy_retry, spec.input_fields if self.new_context else (spec.generated_field,)
-            notes = {f"copied_{name}": note.format(field=name) for name in copied} if note else {}
             for sample in range(self.examples_per_error):
                 out.append(
                     generation_request(
