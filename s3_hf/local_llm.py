@@ -20,11 +20,13 @@ Example:
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import ctypes
 import ctypes.util
 import importlib.util
 import logging
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -163,13 +165,8 @@ class LocalLLMServer:
             port = free_port()
             log_path = self.log_dir / f"llama-server-{port}.log"
             with open(log_path, "wb") as log:
-                proc = subprocess.Popen(
-                    self.command(port),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=env,
-                    preexec_fn=_exit_with_parent(),
+                proc = _spawn(
+                    self.command(port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
                 )
             self._procs.append((proc, port, log_path))
         _LIVE.add(self)
@@ -233,21 +230,55 @@ class LocalLLMServer:
             pass
 
 
-def _exit_with_parent():
-    """A ``preexec_fn`` that has Linux send the server SIGTERM when this process dies, even by SIGKILL or an
-    unhandled SIGTERM (neither runs ``atexit``), so no server outlives its run; ``None`` elsewhere. The signal follows
-    the *thread* that started the server, so it is only set from the main thread."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
+def _spawn(command: list[str], **popen_kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` such that the child gets SIGTERM when this process dies, even by SIGKILL or an unhandled
+    SIGTERM (neither runs ``atexit``), so no server outlives its run.
+
+    Linux sends the parent-death signal when the *thread* that forked the child ends, and the engine starts its
+    servers from a worker thread (``asyncio.to_thread``) that ends long before the run does. So on Linux every server
+    is forked by one daemon thread that lives as long as the process; elsewhere this is plain ``Popen``.
+    """
+    if not sys.platform.startswith("linux"):
+        return subprocess.Popen(command, **popen_kwargs)
+    done: concurrent.futures.Future[subprocess.Popen] = concurrent.futures.Future()
+    _spawner().put((command, popen_kwargs, done))
+    return done.result()
+
+
+_SPAWNER: tuple[int, queue.SimpleQueue] | None = None  # (pid, requests): a forked child starts its own thread
+_SPAWNER_LOCK = threading.Lock()
+
+
+def _spawner() -> queue.SimpleQueue:
+    global _SPAWNER
+    with _SPAWNER_LOCK:
+        if _SPAWNER is None or _SPAWNER[0] != os.getpid():
+            requests: queue.SimpleQueue = queue.SimpleQueue()
+            threading.Thread(target=_serve_spawns, args=(requests,), name="s3-hf-spawner", daemon=True).start()
+            _SPAWNER = (os.getpid(), requests)
+        return _SPAWNER[1]
+
+
+def _serve_spawns(requests: queue.SimpleQueue) -> None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:
-        return None
+        libc = None
+    parent = os.getpid()
 
     def set_death_signal() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died between fork and prctl
+            os._exit(1)
 
-    return set_death_signal
+    while True:
+        command, popen_kwargs, done = requests.get()
+        try:
+            done.set_result(
+                subprocess.Popen(command, preexec_fn=set_death_signal if libc is not None else None, **popen_kwargs)
+            )
+        except BaseException as err:  # handed back to the caller of _spawn
+            done.set_exception(err)
 
 
 def _tail(path: Path, chars: int = 2000) -> str:

@@ -69,8 +69,13 @@ def test_local_smollm2_prefill_and_json_mode_end_to_end(tmp_path):
 
 
 @pytest.mark.llm
-def test_servers_do_not_outlive_a_killed_run(tmp_path):
-    """A run killed by SIGKILL (no atexit, no finally) leaves no llama.cpp server behind."""
+@pytest.mark.parametrize(
+    ("started_from", "signal_name"),
+    [("main_thread", "SIGKILL"), ("worker_thread", "SIGTERM")],  # the engine starts its servers in asyncio.to_thread
+)
+def test_servers_do_not_outlive_a_killed_run(tmp_path, started_from, signal_name):
+    """A run killed by SIGKILL or an unhandled SIGTERM (no atexit, no finally) leaves no llama.cpp server behind,
+    whichever thread started the server; and a server started from a worker thread outlives that thread."""
     import os
     import signal
     import subprocess
@@ -78,18 +83,26 @@ def test_servers_do_not_outlive_a_killed_run(tmp_path):
     import time
 
     need_smollm2()
+    start = (
+        "server.start()"
+        if started_from == "main_thread"
+        else ("worker = threading.Thread(target=server.start); worker.start(); worker.join(); time.sleep(1)")
+    )
     script = (
-        "import sys, time\n"
+        "import sys, threading, time\n"
         "from s3_hf.local_llm import LocalLLMServer\n"
-        f"server = LocalLLMServer('smollm2', replicas=1, log_dir={str(tmp_path)!r}).start()\n"
-        "print(server._procs[0][0].pid, flush=True)\n"
+        f"server = LocalLLMServer('smollm2', replicas=1, log_dir={str(tmp_path)!r})\n"
+        f"{start}\n"
+        "print(server._procs[0][0].pid, server.running, flush=True)\n"
         "time.sleep(600)\n"
     )
     run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        server_pid = int(run.stdout.readline())
+        pid_text, running = run.stdout.readline().split()
+        server_pid = int(pid_text)
+        assert running == "True", "the server died with the thread that started it"
         os.kill(server_pid, 0)  # the server is up
-        run.send_signal(signal.SIGKILL)
+        run.send_signal(getattr(signal, signal_name))
         run.wait(timeout=10)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
