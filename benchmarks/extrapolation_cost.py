@@ -9,7 +9,7 @@ side on the same real gold "errors" (label-balanced IMDb pool rows):
 - every ``--variants`` entry: the current kit with a setting changed: ``default`` (the shipped prompts, k candidates,
   the shipped character budget, the contrastive neighbour), ``nocontrast`` (what runs ship with), ``copy_note``
   (``nocontrast``, but a copy is shown back to the model with :data:`~s3_hf.prompts.COPY_RETRY` instead of re-asked
-  by the same prompt), ``short`` (300 characters of the error).
+  by the same prompt), ``short`` (``nocontrast`` with 300 characters of the error shown, not 600).
 
 For each: requests, API calls (and why they exceed requests), accepted rows after de-duplication, rows kept by the LLM
 verifier, prompt / completion tokens per request, and generation + verification seconds per kept row, with the ratio
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             "default": dict(chars=defaults.max_example_chars, contrast=True, prompts=None),
             "nocontrast": dict(chars=defaults.max_example_chars, contrast=False, prompts=None),
             "copy_note": dict(chars=defaults.max_example_chars, contrast=False, prompts=noted),
-            "short": dict(chars=300, contrast=True, prompts=None),
+            "short": dict(chars=300, contrast=False, prompts=None),
         }
         for name in cli.variants:
             results.append(run_variant(name, engine, spec, errors, pool, k=cli.k, **settings[name], **common))
