@@ -411,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[quality] {task} seed {seed} ...", file=sys.stderr, flush=True)
             results.append(run_one(task, seed, cli, gold))
             (out / "quality.json").write_text(json.dumps(results, indent=2, default=str))
+    if not results:
+        print(f"[quality] no finished run under {out} for tasks {cli.tasks} and seeds {cli.seeds}", file=sys.stderr)
+        return 1
     table = render(results)
     release = release_check(cli) if cli.release else None
     if release is not None:
