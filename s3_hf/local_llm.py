@@ -271,12 +271,11 @@ def _serve_spawns(requests: queue.SimpleQueue) -> None:
         if os.getppid() != parent:  # the parent died between fork and prctl
             os._exit(1)
 
+    preexec_fn = set_death_signal if libc is not None else None
     while True:
         command, popen_kwargs, done = requests.get()
         try:
-            done.set_result(
-                subprocess.Popen(command, preexec_fn=set_death_signal if libc is not None else None, **popen_kwargs)
-            )
+            done.set_result(subprocess.Popen(command, preexec_fn=preexec_fn, **popen_kwargs))
         except BaseException as err:  # handed back to the caller of _spawn
             done.set_exception(err)
 

@@ -86,7 +86,7 @@ def test_servers_do_not_outlive_a_killed_run(tmp_path, started_from, signal_name
     start = (
         "server.start()"
         if started_from == "main_thread"
-        else ("worker = threading.Thread(target=server.start); worker.start(); worker.join(); time.sleep(1)")
+        else "worker = threading.Thread(target=server.start); worker.start(); worker.join(); time.sleep(1)"
     )
     script = (
         "import sys, threading, time\n"
