@@ -9,7 +9,9 @@ side on the same real gold "errors" (label-balanced IMDb pool rows):
 - every ``--variants`` entry: the current kit with a setting changed: ``default`` (the shipped prompts, k candidates,
   the shipped character budget, the contrastive neighbour), ``nocontrast`` (what runs ship with), ``copy_note``
   (``nocontrast``, but a copy is shown back to the model with :data:`~s3_hf.prompts.COPY_RETRY` instead of re-asked
-  by the same prompt), ``short`` (``nocontrast`` with 300 characters of the error shown, not 600).
+  by the same prompt), ``short`` (``nocontrast`` with 300 characters of the error shown, not 600), ``describe``
+  (``error_view="description"``: one request per error has the LLM describe it, and the k candidates are written
+  from that description without seeing the error; the description requests count among requests and calls).
 
 For each: requests, API calls (and why they exceed requests), accepted rows after de-duplication, rows kept by the LLM
 verifier, prompt / completion tokens per request, and generation + verification seconds per kept row, with the ratio
@@ -36,7 +38,9 @@ V3_EXTRAPOLATE = (
 )
 
 
-def run_variant(name: str, engine, spec, errors, pool, *, k: int, chars: int, prompts, contrast: bool, verify: bool):
+def run_variant(
+    name: str, engine, spec, errors, pool, *, k: int, chars: int, prompts, contrast: bool, verify: bool, view="text"
+):
     from s3_hf.extrapolation import ErrorExtrapolator
     from s3_hf.synthesis import make_deduplicator
     from s3_hf.verification import LLMLabelVerifier
@@ -52,12 +56,17 @@ def run_variant(name: str, engine, spec, errors, pool, *, k: int, chars: int, pr
         contrast_pool=pool if contrast else None,
         deduplicator=dedup,
         stage=name,
+        error_view=view,
     )
-    requests = extrapolator.requests(errors)
+    started = time.time()
+    described, descriptions = [], None
+    if view == "description":
+        described = engine.generate(extrapolator.description_requests(errors), stage=name, desc=f"{name} describe")
+        descriptions = {r.request.meta["error"]: r.example["summary"] for r in described if r.example is not None}
+    requests = extrapolator.requests(errors, descriptions=descriptions)
     if name == "v3":
         for request in requests:
             request.affinity = None
-    started = time.time()
     results = engine.generate(requests, stage=name, desc=name, dedup=dedup)
     generation = time.time() - started
     accepted = [r.example for r in results if r.example is not None]
@@ -66,15 +75,16 @@ def run_variant(name: str, engine, spec, errors, pool, *, k: int, chars: int, pr
         started = time.time()
         kept = sum(v.keep for v in LLMLabelVerifier(spec, engine).verdicts(accepted))
         verification = time.time() - started
-    calls = sum(r.usage["api_calls"] for r in results)
+    calls = sum(r.usage["api_calls"] for r in described + results)
     retries: dict[str, int] = {}
-    for r in results:
-        for reason in r.reasons if r.example is not None else r.reasons[:-1]:
-            retries[reason] = retries.get(reason, 0) + 1
+    for prefix, group in (("description_", described), ("", results)):
+        for r in group:
+            for reason in r.reasons if r.example is not None else r.reasons[:-1]:
+                retries[prefix + reason] = retries.get(prefix + reason, 0) + 1
     usage = engine.usage.total(stage=name)
     return {
         "variant": name,
-        "requests": len(requests),
+        "requests": len(described) + len(requests),
         "api_calls": calls,
         "retries": retries,
         "accepted": len(accepted),
@@ -157,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             "nocontrast": dict(chars=defaults.max_example_chars, contrast=False, prompts=None),
             "copy_note": dict(chars=defaults.max_example_chars, contrast=False, prompts=noted),
             "short": dict(chars=300, contrast=False, prompts=None),
+            "describe": dict(chars=defaults.max_example_chars, contrast=False, prompts=None, view="description"),
         }
         for name in cli.variants:
             results.append(run_variant(name, engine, spec, errors, pool, k=cli.k, **settings[name], **common))

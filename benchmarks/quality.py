@@ -114,6 +114,7 @@ def _recipe(cli) -> dict[str, Any]:
         "error_pool_size": cli.error_pool_size,
         "local_replicas": cli.local_replicas,
         "max_example_chars": cli.max_example_chars,
+        "error_view": cli.error_view,
         "round_gate": cli.round_gate,
         "verify_calibration": cli.verify_calibration,
     }
@@ -372,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify-calibration", default=None, help="batch or none (default: the pipeline's)")
     parser.add_argument("--error-pool-size", type=int, default=None, help="default: the pipeline's")
     parser.add_argument("--max-example-chars", type=int, default=None, help="default: the pipeline's")
+    parser.add_argument("--error-view", default=None, help="text or description (default: the pipeline's)")
     parser.add_argument("--local-replicas", type=int, default=None, help="embedded llama.cpp servers")
     parser.add_argument("--select-hard", action="store_true", help="keep only candidates the student gets wrong")
     parser.add_argument("--no-contrast", action="store_true", help="no correctly classified neighbour in prompts")

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .errors import S3ConfigError
 from .llm_config import _help
+from .prompts import ERROR_VIEWS
 from .tasks import TaskSpec, get_task
 from .yaml_fields import read_yaml_fields
 
@@ -154,6 +155,14 @@ class S3Config:
     max_example_chars: int = field(
         default=600, metadata=_help("gold texts shown in extrapolation prompts are cut to about this many characters")
     )
+    error_view: str = field(
+        default="text",
+        metadata=_help(
+            "what an extrapolation prompt shows of its error: 'text' (the error itself) or 'description' "
+            "(single-text tasks: the LLM first describes each error in a sentence or two, one extra request per "
+            "error, and the candidates are written from the description, so they cannot copy the gold text)"
+        ),
+    )
     baseline_size: int | None = field(
         default=None,
         metadata=_help("training rows of each baseline (default: the size of the S3 run's final data in output_dir)"),
@@ -287,6 +296,12 @@ class S3Config:
             or (self.max_example_chars < 50)
         ):
             raise S3ConfigError(f"S3Config.max_example_chars must be an integer >= 50, got {self.max_example_chars!r}")
+        if self.error_view not in ERROR_VIEWS:
+            raise S3ConfigError(f"S3Config.error_view must be one of {ERROR_VIEWS}, got {self.error_view!r}")
+        if self.error_view == "description" and (self.spec.is_qa or self.spec.context_field is not None):
+            raise S3ConfigError(
+                f"S3Config.error_view='description' is for single-text classification tasks, not {self.task!r}"
+            )
         if not self.epochs > 0:
             raise S3ConfigError(f"S3Config.epochs must be > 0, got {self.epochs!r}")
         if not self.learning_rate > 0:
@@ -379,6 +394,8 @@ class S3Config:
             "api_key_env",
         }
         payload = {k: v for k, v in self.to_dict().items() if k not in ignore}
+        if payload.get("error_view") == "text":  # the default leaves the hashes of earlier runs as they were
+            del payload["error_view"]
         payload["task_fingerprint"] = self.spec.fingerprint()
         for name in ("gold", "context_pool", "error_pool"):
             payload[name] = local_data_digest(payload[name]) or payload[name]

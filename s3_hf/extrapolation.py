@@ -7,8 +7,12 @@ error's context (premise / sentence / paragraph) and write a new second text (hy
 span for QA); with ``new_context=True`` a pair task writes a new context too (for data to ship when the gold texts may
 not be). A written text that copies the error's, even in part, is re-asked and at last rejected as ``copied_<field>``
 (with ``new_context``: a premise or hypothesis that copies either text of the error); prompts with a ``copy_retry``
-note show the model its copied reply and the note on the re-ask. The prompts are :mod:`s3_hf.prompts`'; pass
-``prompts=`` to override them.
+note show the model its copied reply and the note on the re-ask. With ``error_view="description"`` (single-text
+classification tasks) the LLM first describes each error in a sentence or two, and the candidates are written from
+that description alone: they cannot copy a text they never see, and their prompts are short (the description
+requests count among the stage's ``requested``; an error whose description fails counts once as
+``no_description``). The prompts are
+:mod:`s3_hf.prompts`'; pass ``prompts=`` to override them.
 
 The errors can be the :class:`~s3_hf.callback.MisclassificationCallback` output (a ``datasets.Dataset``), a list of
 canonical examples, or a file in the task's S3 json format (e.g. the callback's ``misclassified/step-N.jsonl``).
@@ -35,9 +39,17 @@ from typing import Any
 from .dedup import Deduplicator, normalise_text
 from .errors import S3ConfigError, S3DataError
 from .output_parsing import delimit_data
-from .prompts import GENERIC_EXTRAPOLATE_CONTEXT, PromptSet
+from .prompts import (
+    DESCRIBE_VERSION,
+    ERROR_VIEWS,
+    GENERIC_DESCRIBE,
+    GENERIC_EXTRAPOLATE_CONTEXT,
+    GENERIC_EXTRAPOLATE_DESCRIBED,
+    PromptSet,
+)
 from .s3_json import read_s3_json
 from .synthesis import (
+    COPY_OVERLAP,
     SynthesisOutcome,
     example_validator,
     format_prompt,
@@ -48,11 +60,15 @@ from .synthesis import (
     output_schema,
     run_requests,
     span_fields,
+    stage_usage,
 )
 from .tasks import TaskSpec, get_task
 from .verification import apply_verifiers, example_digest, shown_example
 
 ErrorsInput = Any  # datasets.Dataset | Iterable[dict] | str | Path
+
+# a description longer than this many words is re-asked (it is meant to be a sentence or two, not a retelling)
+MAX_DESCRIPTION_WORDS = 60
 
 
 def load_errors(errors: ErrorsInput, task: str | TaskSpec) -> list[dict[str, Any]]:
@@ -114,6 +130,11 @@ class ErrorExtrapolator:
         stage: the usage/report bucket of the generation requests (``"goldgen"`` for that baseline).
         new_context: pair classification tasks: write a new context (premise) as well, with the prompt template
             ``extrapolate_context`` (contrast is not used then).
+        error_view: what a candidate's prompt shows of its error: ``"text"`` (the error itself, cut to
+            ``max_example_chars``) or ``"description"`` (single-text classification: one extra request per error
+            has the LLM describe it, templates ``describe`` and ``extrapolate_described``; the candidates see only
+            that description; contrast is not used then). An error whose description fails gets no candidates
+            (``rejected["no_description"]`` counts it once).
         per_error: former name of ``examples_per_error``.
     """
 
@@ -134,6 +155,7 @@ class ErrorExtrapolator:
         deduplicator: Deduplicator | None | str = "default",
         stage: str = "extrapolate",
         new_context: bool = False,
+        error_view: str = "text",
         per_error: int | None = None,
     ):
         self.spec = get_task(task)
@@ -157,6 +179,14 @@ class ErrorExtrapolator:
                 f"ErrorExtrapolator new_context is for pair classification tasks, not {self.spec.name!r} "
                 f"({self.spec.kind}, context field {self.spec.context_field!r})"
             )
+        if error_view not in ERROR_VIEWS:
+            raise S3ConfigError(f"ErrorExtrapolator error_view must be one of {ERROR_VIEWS}, got {error_view!r}")
+        if error_view == "description" and (self.spec.is_qa or self.spec.context_field is not None or new_context):
+            raise S3ConfigError(
+                f"ErrorExtrapolator error_view='description' is for single-text classification tasks, not "
+                f"{self.spec.name!r} ({self.spec.kind}, context field {self.spec.context_field!r})"
+            )
+        self.error_view = error_view
         self.new_context = new_context
         self.examples_per_error = examples_per_error
         self.keep_per_error = keep_per_error
@@ -168,7 +198,7 @@ class ErrorExtrapolator:
         self.max_attempts = max_attempts
         self.stage = stage
         self.deduplicator = make_deduplicator(self.spec) if deduplicator == "default" else deduplicator
-        no_contrast = self.spec.is_qa or not self.prompts.contrast or new_context
+        no_contrast = self.spec.is_qa or not self.prompts.contrast or new_context or error_view == "description"
         self.contrast_pool = [] if no_contrast else list(contrast_pool or [])
         self._pool_words = [self._words(example) for example in self.contrast_pool]
 
@@ -217,20 +247,70 @@ class ErrorExtrapolator:
     def _shown(self, example: dict[str, Any]) -> str:
         return shown_example(self.spec, example, self.max_example_chars)
 
-    def requests(self, errors: Iterable[dict[str, Any]], *, round_index: int = 1) -> list[Any]:
+    def description_requests(self, errors: Iterable[dict[str, Any]], *, round_index: int = 1) -> list[Any]:
+        """One request per error (``error_view="description"``): the LLM describes the error, without quoting it."""
+        spec = self.spec
+        template = self.prompts.describe or GENERIC_DESCRIBE
+        out = []
+        for example in errors:
+            label = spec.label_names[spec.label_id(example["label"])]
+            user = format_prompt(template, spec, prompts=self.prompts, label=label, example=self._shown(example))
+            digest = example_digest(example)
+            out.append(
+                generation_request(
+                    messages=messages_for(self.prompts, user),
+                    validate=_description_validator(str(example[spec.generated_field])),
+                    key={
+                        "task": spec.fingerprint(),
+                        "prompts": self.prompts.version,
+                        "describe": DESCRIBE_VERSION,
+                        "stage": "describe",
+                        "error": digest,
+                        "round": round_index,
+                    },
+                    json_schema={
+                        "type": "object",
+                        "properties": {"summary": {"type": "string"}},
+                        "required": ["summary"],
+                        "additionalProperties": False,
+                    },
+                    prefill='{"summary": "',
+                    max_attempts=self.max_attempts,
+                    meta={"error": digest},
+                    affinity=digest,
+                )
+            )
+        return out
+
+    def requests(
+        self,
+        errors: Iterable[dict[str, Any]],
+        *,
+        round_index: int = 1,
+        descriptions: Mapping[str, str] | None = None,
+    ) -> list[Any]:
         """``examples_per_error`` requests per error (canonical examples). The round is part of each request's cache
         key: an error the small model still gets wrong in a later round is asked for new candidates, not handed the
-        earlier round's again (which the deduplicator would drop as duplicates, at the cost of re-asks)."""
+        earlier round's again (which the deduplicator would drop as duplicates, at the cost of re-asks).
+
+        ``descriptions``: error digest -> the LLM's description of it (``error_view="description"``, from
+        :meth:`description_requests`): each prompt shows it instead of the error, and errors without one are
+        skipped."""
         spec = self.spec
         out = []
         note, copied = self.prompts.copy_retry, spec.input_fields if self.new_context else (spec.generated_field,)
         notes = {f"copied_{name}": note.format(field=name) for name in copied} if note else {}
         for example in errors:
+            digest = example_digest(example)
+            if descriptions is not None and digest not in descriptions:
+                continue
             label_id = None if spec.is_qa else spec.label_id(example["label"])
             label = "" if spec.is_qa else spec.label_names[label_id]
             context = example[spec.context_field] if spec.context_field else None
             neighbour = self.neighbour(example)
             values: dict[str, Any] = {"label": label, "example": self._shown(example)}
+            if descriptions is not None:
+                values["example"] = delimit_data(descriptions[digest])
             if context is not None:
                 values["context"] = delimit_data(context)
             if neighbour is not None:
@@ -238,10 +318,11 @@ class ErrorExtrapolator:
                 values["other_label"] = spec.label_names[neighbour["label"]]
             if self.new_context:
                 template = self.prompts.extrapolate_context or GENERIC_EXTRAPOLATE_CONTEXT
+            elif descriptions is not None:
+                template = self.prompts.extrapolate_described or GENERIC_EXTRAPOLATE_DESCRIBED
             else:
                 template = self.prompts.contrast if neighbour is not None else self.prompts.extrapolate
             user = format_prompt(template, spec, prompts=self.prompts, **values)
-            digest = example_digest(example)
             key = {
                 "task": spec.fingerprint(),
                 "prompts": self.prompts.version,
@@ -252,6 +333,9 @@ class ErrorExtrapolator:
             }
             if self.new_context:
                 key["new_context"] = True
+            if descriptions is not None:
+                key["describe"] = DESCRIBE_VERSION
+                key["description"] = descriptions[digest]
             validate = example_validator(
                 spec, label=label_id, context=context, shown=example, new_context=self.new_context
             )
@@ -275,14 +359,32 @@ class ErrorExtrapolator:
     def extrapolate(self, errors: ErrorsInput, *, round_index: int = 1) -> SynthesisOutcome:
         """New, verified examples from ``errors`` (see :func:`load_errors` for what is accepted)."""
         chosen = self.select(load_errors(errors, self.spec))
+        described, descriptions = None, None
+        if self.error_view == "description":
+            described, results = run_requests(
+                self.engine,
+                self.description_requests(chosen, round_index=round_index),
+                stage=self.stage,
+                round_index=round_index,
+                desc=f"{self.stage} descriptions round {round_index}",
+                deduplicator=None,
+            )
+            descriptions = {r.request.meta["error"]: r.example["summary"] for r in results if r.example is not None}
         outcome, results = run_requests(
             self.engine,
-            self.requests(chosen, round_index=round_index),
+            self.requests(chosen, round_index=round_index, descriptions=descriptions),
             stage=self.stage,
             round_index=round_index,
             desc=f"{self.stage} round {round_index}",
             deduplicator=self.deduplicator,
         )
+        if described is not None:  # the description requests are this stage's requests too
+            outcome.requested += described.requested
+            outcome.api_calls += described.api_calls
+            outcome.retries.update({f"description_{k}": v for k, v in described.retries.items()})
+            if described.rejected:
+                outcome.rejected["no_description"] += sum(described.rejected.values())
+            outcome.usage = stage_usage(self.engine, stage=self.stage, round_index=round_index)
         accepted = [r for r in results if r.example is not None]
         keep, outcome.verification = apply_verifiers(
             [r.example for r in accepted], self.verifiers, round_index=round_index
@@ -302,3 +404,23 @@ class ErrorExtrapolator:
             kept_per_error[error] += 1
             outcome.examples.append(result.example)
         return outcome
+
+
+def _description_validator(shown_text: str):
+    """Validator of a description request: a non-empty ``summary`` of at most :data:`MAX_DESCRIPTION_WORDS` words
+    that does not copy the error's text (reasons ``missing_summary``, ``long_summary``, ``copied_summary``)."""
+    copy_check = Deduplicator(near_threshold=COPY_OVERLAP)
+    copy_check.add(shown_text)
+
+    def validate(obj: dict) -> tuple[dict | None, str | None]:
+        summary = obj.get("summary") if isinstance(obj, dict) else None
+        if not isinstance(summary, str) or not " ".join(summary.split()):
+            return None, "missing_summary"
+        summary = " ".join(summary.split())
+        if len(summary.split()) > MAX_DESCRIPTION_WORDS:
+            return None, "long_summary"
+        if copy_check.check(summary) is not None:
+            return None, "copied_summary"
+        return {"summary": summary}, None
+
+    return validate

@@ -382,6 +382,7 @@ class S3Pipeline:
             deduplicator=dedup,
             stage=stage,
             new_context=c.extrapolate_context,
+            error_view=c.error_view,
         )
 
     def _correct_pool_rows(self, k: int) -> list[dict[str, Any]]:

@@ -54,6 +54,10 @@ class PromptSet:
         copy_retry: a note (``{field}``: the copied field, e.g. :data:`COPY_RETRY`) for an extrapolated reply
             rejected for copying the shown example: the next attempt sees that reply and the note. ``None``: the same
             prompt is asked again.
+        describe: asks for a short description of an error (``ErrorExtrapolator(error_view="description")``);
+            ``None``: :data:`GENERIC_DESCRIBE`.
+        extrapolate_described: writes a candidate from such a description (``{example}``); ``None``:
+            :data:`GENERIC_EXTRAPOLATE_DESCRIBED`.
     """
 
     version: str
@@ -67,11 +71,14 @@ class PromptSet:
     label_hints: dict[str, str] | None = None
     extrapolate_context: str | None = None
     copy_retry: str | None = None
+    describe: str | None = None
+    extrapolate_described: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        if data["copy_retry"] is None:  # unset, it leaves the task fingerprints (and LLM cache keys) as they were
-            del data["copy_retry"]
+        for name in ("copy_retry", "describe", "extrapolate_described"):
+            if data[name] is None:  # unset, they leave the task fingerprints (and LLM cache keys) as they were
+                del data[name]
         return data
 
     def hint(self, label: str) -> str:
@@ -92,6 +99,22 @@ GENERIC_EXTRAPOLATE_CONTEXT = (
     "{example}\nWrite one new, different example like it whose label is {label}: a new {context_field} in your own "
     "words, on a similar topic, and its {field}. Do not copy sentences from the example. "
     'Answer as JSON: {{"{context_field}": "<the text>", "{field}": "<the text>"}}'
+)
+# ErrorExtrapolator(error_view="description"): the LLM first describes the error in its own words (one call per error),
+# then writes the k candidates from that description, never seeing the gold text, so it cannot copy it. Bump
+# DESCRIBE_VERSION with any change of these two templates (it keys their LLM cache entries).
+DESCRIBE_VERSION = "1"
+ERROR_VIEWS = ("text", "description")  # ErrorExtrapolator / S3Config error_view
+GENERIC_DESCRIBE = (
+    "Task: {description}. A classifier got this example wrong; its true label is {label} ({label_hint}):\n"
+    "{example}\nDescribe it in one or two sentences for a writer who will not see it: what it is about, what makes "
+    "it {label}, and its tone. Do not quote it. "
+    'Answer as JSON: {{"summary": "<the description>"}}'
+)
+GENERIC_EXTRAPOLATE_DESCRIBED = (
+    "Task: {description}. Write a new example of two to four sentences whose label is clearly {label} "
+    "({label_hint}), in your own words, that fits this description:\n{example}\n"
+    'Answer as JSON: {{"{field}": "<the text>"}}'
 )
 GENERIC_VERIFY = (
     "Task: {description}. Which label fits the example below best: {labels}?\n{example}\n"

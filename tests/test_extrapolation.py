@@ -206,3 +206,63 @@ def test_a_copy_is_re_asked_with_the_prompts_copy_note_when_they_have_one():
     assert sorted(request.retry_notes) == ["copied_hypothesis", "copied_premise"]
     spec = get_task("imdb")
     assert dataclasses.replace(spec, prompts=noted).fingerprint() != spec.fingerprint()
+
+
+IMDB_ERRORS = [
+    {"text": "The plot dragged on for hours and the ending made no sense to anyone in the theatre.", "label": 0},
+    {"text": "A warm, funny little film with a lead performance that carries every single scene.", "label": 1},
+    {"text": "Gorgeous photography cannot rescue a script this lazy, loud and endlessly predictable.", "label": 0},
+]
+
+
+def described_responder(request):
+    """Describes errors 0 and 1 in its own words, copies error 2's text as its description, and writes candidates
+    that echo the description they were given."""
+    prompt = user_prompt(request)
+    if request.key["stage"] == "describe":
+        if "Gorgeous photography" in prompt:
+            return {"summary": IMDB_ERRORS[2]["text"]}
+        topic = "a slow film with a senseless ending" if "plot dragged" in prompt else "a charming comedy"
+        return {"summary": f"A review of {topic}."}
+    topic = "slow senseless" if "slow film" in prompt else "charming comedy"
+    return {"text": f"Candidate {request.meta['sample']} about a {topic} picture, written anew for training."}
+
+
+def test_description_view_writes_candidates_from_the_llm_description_not_the_gold_text():
+    """error_view='description': one describe request per error, then k candidates whose prompts carry the
+    description and no gold text; a description that copies its error is no description (that error gets no
+    candidates, counted once as ``no_description``); the description requests count among ``requested``."""
+    engine = FakeEngine(described_responder)
+    extrapolator = ErrorExtrapolator("imdb", engine, examples_per_error=2, error_view="description", max_attempts=1)
+    outcome = extrapolator.extrapolate(IMDB_ERRORS)
+    describe = [r for _, _, r in engine.seen if r.key["stage"] == "describe"]
+    candidates = [r for _, _, r in engine.seen if r.key["stage"] == "extrapolate"]
+    assert len(describe) == 3 and len(candidates) == 4
+    assert "The plot dragged on" in user_prompt(describe[0])  # the description request sees the error...
+    for request in candidates:  # ...the candidates see only its description
+        prompt = user_prompt(request)
+        assert "A review of" in prompt and not any(e["text"][:30] in prompt for e in IMDB_ERRORS)
+        assert request.key["description"].startswith("A review of")
+    assert [e["label"] for e in outcome.examples] == [0, 0, 1, 1]
+    assert outcome.requested == 3 + 4 and outcome.accepted == 4
+    assert outcome.rejected == {"no_description": 1}
+
+
+def test_description_view_config_errors_name_the_field(monkeypatch):
+    with pytest.raises(S3ConfigError, match="error_view must be one of .*'summary'"):
+        ErrorExtrapolator("imdb", FakeEngine(described_responder), error_view="summary")
+    with pytest.raises(S3ConfigError, match="single-text classification tasks, not 'rte'"):
+        ErrorExtrapolator("rte", FakeEngine(rte_responder), error_view="description")
+    from s3_hf.config import S3Config
+
+    with pytest.raises(S3ConfigError, match="S3Config.error_view='description' is for single-text"):
+        S3Config(task="qnli", error_view="description")
+    with pytest.raises(S3ConfigError, match="S3Config.error_view must be one of"):
+        S3Config(task="imdb", error_view="gist")
+    # the default leaves the data fingerprint (and so the resume check of earlier runs) as it was; the other not
+    default = S3Config(task="imdb")
+    fingerprint, described = default.data_fingerprint(), S3Config(task="imdb", error_view="description")
+    assert described.data_fingerprint() != fingerprint
+    to_dict = S3Config.to_dict
+    monkeypatch.setattr(S3Config, "to_dict", lambda self: {k: v for k, v in to_dict(self).items() if k != "error_view"})
+    assert default.data_fingerprint() == fingerprint  # as before the field existed
