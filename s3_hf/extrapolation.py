@@ -40,7 +40,6 @@ from .dedup import Deduplicator, normalise_text
 from .errors import S3ConfigError, S3DataError
 from .output_parsing import delimit_data
 from .prompts import (
-    DESCRIBE_VERSION,
     ERROR_VIEWS,
     GENERIC_DESCRIBE,
     GENERIC_EXTRAPOLATE_CONTEXT,
@@ -67,8 +66,9 @@ from .verification import apply_verifiers, example_digest, shown_example
 
 ErrorsInput = Any  # datasets.Dataset | Iterable[dict] | str | Path
 
-# a description longer than this many words is re-asked (it is meant to be a sentence or two, not a retelling)
-MAX_DESCRIPTION_WORDS = 60
+# a description outside these word counts is re-asked: it is meant to be a sentence or two, neither a title nor a
+# retelling
+MIN_DESCRIPTION_WORDS, MAX_DESCRIPTION_WORDS = 3, 60
 
 
 def load_errors(errors: ErrorsInput, task: str | TaskSpec) -> list[dict[str, Any]]:
@@ -263,7 +263,7 @@ class ErrorExtrapolator:
                     key={
                         "task": spec.fingerprint(),
                         "prompts": self.prompts.version,
-                        "describe": DESCRIBE_VERSION,
+                        "describe": template,
                         "stage": "describe",
                         "error": digest,
                         "round": round_index,
@@ -334,7 +334,7 @@ class ErrorExtrapolator:
             if self.new_context:
                 key["new_context"] = True
             if descriptions is not None:
-                key["describe"] = DESCRIBE_VERSION
+                key["describe"] = template
                 key["description"] = descriptions[digest]
             validate = example_validator(
                 spec, label=label_id, context=context, shown=example, new_context=self.new_context
@@ -407,8 +407,9 @@ class ErrorExtrapolator:
 
 
 def _description_validator(shown_text: str):
-    """Validator of a description request: a non-empty ``summary`` of at most :data:`MAX_DESCRIPTION_WORDS` words
-    that does not copy the error's text (reasons ``missing_summary``, ``long_summary``, ``copied_summary``)."""
+    """Validator of a description request: a ``summary`` of :data:`MIN_DESCRIPTION_WORDS` to
+    :data:`MAX_DESCRIPTION_WORDS` words that does not copy the error's text (reasons ``missing_summary``,
+    ``short_summary``, ``long_summary``, ``copied_summary``)."""
     copy_check = Deduplicator(near_threshold=COPY_OVERLAP)
     copy_check.add(shown_text)
 
@@ -417,6 +418,8 @@ def _description_validator(shown_text: str):
         if not isinstance(summary, str) or not " ".join(summary.split()):
             return None, "missing_summary"
         summary = " ".join(summary.split())
+        if len(summary.split()) < MIN_DESCRIPTION_WORDS:
+            return None, "short_summary"
         if len(summary.split()) > MAX_DESCRIPTION_WORDS:
             return None, "long_summary"
         if copy_check.check(summary) is not None:

@@ -101,9 +101,8 @@ GENERIC_EXTRAPOLATE_CONTEXT = (
     'Answer as JSON: {{"{context_field}": "<the text>", "{field}": "<the text>"}}'
 )
 # ErrorExtrapolator(error_view="description"): the LLM first describes the error in its own words (one call per error),
-# then writes the k candidates from that description, never seeing the gold text, so it cannot copy it. Bump
-# DESCRIBE_VERSION with any change of these two templates (it keys their LLM cache entries).
-DESCRIBE_VERSION = "1"
+# then writes the k candidates from that description, never seeing the gold text, so it cannot copy it. The template
+# texts are part of those requests' cache keys (and not of the task fingerprint: they change no other request).
 ERROR_VIEWS = ("text", "description")  # ErrorExtrapolator / S3Config error_view
 GENERIC_DESCRIBE = (
     "Task: {description}. A classifier got this example wrong; its true label is {label} ({label_hint}):\n"
@@ -112,8 +111,9 @@ GENERIC_DESCRIBE = (
     'Answer as JSON: {{"summary": "<the description>"}}'
 )
 GENERIC_EXTRAPOLATE_DESCRIBED = (
-    "Task: {description}. Write a new example of two to four sentences whose label is clearly {label} "
-    "({label_hint}), in your own words, that fits this description:\n{example}\n"
+    "Task: {description}. An example whose label is {label} was described like this:\n{example}\n"
+    "Write a new {field} like it, of two to four sentences, whose label is clearly {label} ({label_hint}). Write the "
+    "{field} itself, not a description of it. "
     'Answer as JSON: {{"{field}": "<the text>"}}'
 )
 GENERIC_VERIFY = (
@@ -150,6 +150,17 @@ _IMDB = PromptSet(
         'Answer as JSON: {{"text": "<the review>"}}'
     ),
     zerogen=('Write a {label} movie review. Answer as JSON: {{"text": "<the review>"}}'),
+    describe=(
+        "Here is a {label} movie review that a sentiment classifier got wrong:\n{example}\n"
+        "In one or two sentences, say what kind of movie it is about, what the reviewer liked or disliked, and the "
+        'tone of the review. Do not quote it. Answer as JSON: {{"summary": "<the description>"}}'
+    ),
+    extrapolate_described=(
+        "A {label} movie review that a sentiment classifier got wrong was described like this:\n{example}\n"
+        "Write a new {label} movie review like it, of two to four sentences, in the first person, as a viewer "
+        "of such a movie: clearly {label} ({label_hint}). "
+        'Answer as JSON: {{"text": "<the review>"}}'
+    ),
     verify=(
         "Is the movie review below positive (the writer liked the movie) or negative (the writer disliked it)? "
         'Answer as JSON: {{"label": "positive" or "negative"}}\n{example}'
