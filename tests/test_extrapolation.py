@@ -266,3 +266,16 @@ def test_description_view_config_errors_name_the_field(monkeypatch):
     to_dict = S3Config.to_dict
     monkeypatch.setattr(S3Config, "to_dict", lambda self: {k: v for k, v in to_dict(self).items() if k != "error_view"})
     assert default.data_fingerprint() == fingerprint  # as before the field existed
+
+
+def test_description_templates_key_their_own_requests_not_the_task_fingerprint():
+    """Changing the describe templates re-keys the description-view requests only: the task fingerprint (and so
+    every seed and text-view request) stays as it was."""
+    spec = get_task("imdb")
+    other = dataclasses.replace(spec, prompts=dataclasses.replace(spec.prompts, describe="Describe {example}."))
+    assert other.fingerprint() == spec.fingerprint()
+    keys = []
+    for task in (spec, other):
+        extrapolator = ErrorExtrapolator(task, FakeEngine(described_responder), error_view="description")
+        keys.append(extrapolator.description_requests(IMDB_ERRORS[:1])[0].key)
+    assert keys[0] != keys[1] and keys[0]["describe"] == spec.prompts.describe

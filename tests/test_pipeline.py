@@ -778,3 +778,41 @@ def test_round_gate_sets_aside_a_round_that_lowers_validation(tmp_path, monkeypa
     resumed = S3Pipeline(config, engine=engine)
     resumed._load_state()
     assert resumed._baseline_size() == all_rows["train"].num_rows
+
+
+def test_error_view_description_round_end_to_end(tmp_path):
+    """--error-view description: round 1 asks one description per error, then writes its rows from the
+    descriptions alone (no gold review reaches a candidate prompt); the round's requests count both."""
+    import tiny_setup
+
+    from s3_hf.pipeline import S3Pipeline
+    from s3_hf.s3_json import read_s3_json
+    from s3_hf.testing.openai_server import FakeOpenAIServer, last_user_text
+
+    seen: list[str] = []
+
+    def responder(body: dict) -> str:
+        text = last_user_text(body)
+        seen.append(text)
+        if "In one or two sentences, say what kind of movie" in text:
+            tone = "dull" if "Here is a negative" in text else "wonderful"
+            return json.dumps({"summary": f"A {tone} film with a {tone} cast, described in own words {len(seen)}."})
+        return imdb_responder(body)
+
+    models = tiny_setup.make_models(tmp_path / "models")
+    with FakeOpenAIServer(responder=responder) as server:
+        config = S3Config(
+            task="imdb", rounds=1, output_dir=str(tmp_path / "run"), base_url=server.url, model="fake-llm",
+            small_model=str(models["cls"]), seed_size=8, validation_size=16, test_size=16, error_pool_size=24,
+            max_errors_per_round=4, examples_per_error=2, epochs=1.0, batch_size=8, verifiers=[],
+            error_view="description",
+        )  # fmt: skip
+        os.environ.setdefault("OPENAI_API_KEY", "unused")
+        state = S3Pipeline(config).run()["state"]
+    out = Path(config.output_dir)
+    errors = read_s3_json(out / "errors" / "round_0.jsonl", "imdb")
+    described = [t for t in seen if "was described like this" in t]
+    assert len(errors) >= 4 and len(described) == 8  # k=2 per error, 4 errors
+    assert not any(e["text"][:40] in t for e in errors for t in described)
+    record = state["s3"]["rounds"]["1"]
+    assert record["requested"] == 4 + 8 and record["accepted"] == len(read_s3_json(out / "data" / "round_1.jsonl", "imdb"))
