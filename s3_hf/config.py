@@ -156,11 +156,12 @@ class S3Config:
         default=600, metadata=_help("gold texts shown in extrapolation prompts are cut to about this many characters")
     )
     error_view: str = field(
-        default="text",
+        default="auto",
         metadata=_help(
-            "what an extrapolation prompt shows of its error: 'text' (the error itself) or 'description' "
-            "(single-text tasks: the LLM first describes each error in a sentence or two, one extra request per "
-            "error, and the candidates are written from the description, so they cannot copy the gold text)"
+            "what an extrapolation prompt shows of its error: 'text' (the error itself, as in the paper), "
+            "'description' (single-text tasks: the LLM first describes each error in a sentence or two, one extra "
+            "request per error, and the candidates are written from the description, so they cannot copy the gold "
+            "text) or 'auto' (description where it applies, else text)"
         ),
     )
     baseline_size: int | None = field(
@@ -296,9 +297,14 @@ class S3Config:
             or (self.max_example_chars < 50)
         ):
             raise S3ConfigError(f"S3Config.max_example_chars must be an integer >= 50, got {self.max_example_chars!r}")
-        if self.error_view not in ERROR_VIEWS:
-            raise S3ConfigError(f"S3Config.error_view must be one of {ERROR_VIEWS}, got {self.error_view!r}")
-        if self.error_view == "description" and (self.spec.is_qa or self.spec.context_field is not None):
+        if self.error_view not in (*ERROR_VIEWS, "auto"):
+            raise S3ConfigError(
+                f"S3Config.error_view must be one of {(*ERROR_VIEWS, 'auto')}, got {self.error_view!r}"
+            )
+        single_text = not self.spec.is_qa and self.spec.context_field is None
+        if self.error_view == "auto":
+            self.error_view = "description" if single_text and not self.extrapolate_context else "text"
+        if self.error_view == "description" and not single_text:
             raise S3ConfigError(
                 f"S3Config.error_view='description' is for single-text classification tasks, not {self.task!r}"
             )

@@ -9,8 +9,8 @@ not be). A written text that copies the error's, even in part, is re-asked and a
 (with ``new_context``: a premise or hypothesis that copies either text of the error); prompts with a ``copy_retry``
 note show the model its copied reply and the note on the re-ask. With ``error_view="description"`` (single-text
 classification tasks) the LLM first describes each error in a sentence or two, and the candidates are written from
-that description alone: they cannot copy a text they never see, and their prompts are short (the description
-requests count among the stage's ``requested``; an error whose description fails counts once as
+that description alone: they cannot copy a text they never see, and their prompts are short (the outcome's
+``described`` counts the description requests; the k candidates of an error whose description fails count as
 ``no_description``). The prompts are
 :mod:`s3_hf.prompts`'; pass ``prompts=`` to override them.
 
@@ -134,7 +134,7 @@ class ErrorExtrapolator:
             ``max_example_chars``) or ``"description"`` (single-text classification: one extra request per error
             has the LLM describe it, templates ``describe`` and ``extrapolate_described``; the candidates see only
             that description; contrast is not used then). An error whose description fails gets no candidates
-            (``rejected["no_description"]`` counts it once).
+            (``rejected["no_description"]`` counts its k).
         per_error: former name of ``examples_per_error``.
     """
 
@@ -378,12 +378,14 @@ class ErrorExtrapolator:
             desc=f"{self.stage} round {round_index}",
             deduplicator=self.deduplicator,
         )
-        if described is not None:  # the description requests are this stage's requests too
-            outcome.requested += described.requested
+        if described is not None:  # the description calls are this stage's calls too
+            outcome.described = described.requested
             outcome.api_calls += described.api_calls
             outcome.retries.update({f"description_{k}": v for k, v in described.retries.items()})
-            if described.rejected:
-                outcome.rejected["no_description"] += sum(described.rejected.values())
+            if described.rejected:  # the k candidates of an error without a description were never asked
+                unasked = sum(described.rejected.values()) * self.examples_per_error
+                outcome.requested += unasked
+                outcome.rejected["no_description"] += unasked
             outcome.usage = stage_usage(self.engine, stage=self.stage, round_index=round_index)
         accepted = [r for r in results if r.example is not None]
         keep, outcome.verification = apply_verifiers(

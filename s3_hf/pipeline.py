@@ -856,6 +856,8 @@ def _accumulate(info: dict[str, Any], outcome: Any) -> None:
     reason, verifier counts) to a baseline's ``info`` record."""
     info["requested"] += outcome.requested
     info["api_calls"] += outcome.api_calls
+    if outcome.described:
+        info["described"] = info.get("described", 0) + outcome.described
     for key, counts in (("rejected", outcome.rejected), ("retries", outcome.retries)):
         for reason, count in counts.items():
             info[key][reason] = info[key].get(reason, 0) + count

@@ -58,7 +58,11 @@ def round_rows(state: dict[str, Any], spec: TaskSpec, upto: int | None = None) -
             {
                 "round": ("seed" if k == 0 else k) if kept else f"{k} (set aside)",
                 "errors used": info.get("errors_used"),
-                "requested": info.get("requested"),
+                "requested": (
+                    f"{info.get('requested')} + {info['described']} descriptions"
+                    if info.get("described")
+                    else info.get("requested")
+                ),
                 "api calls": info.get("api_calls"),
                 "re-asked": rejected_cell(info.get("retries") or {}),
                 "accepted": info.get("accepted"),

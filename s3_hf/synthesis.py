@@ -67,6 +67,8 @@ class SynthesisOutcome:
         api_calls: completions bought from the API for these requests (cache replays not counted).
         retries: reason -> count of the attempts that were asked again (why ``api_calls`` exceeds ``requested``).
         verification: verifier name -> ``{"checked", "kept", "dropped"}`` (extrapolation with verifiers).
+        described: error-description requests (``ErrorExtrapolator(error_view="description")``); they write no
+            example themselves, so they are not in ``requested``, but their calls are in ``api_calls``.
     """
 
     examples: list[dict[str, Any]] = field(default_factory=list)
@@ -76,6 +78,7 @@ class SynthesisOutcome:
     api_calls: int = 0
     retries: Counter = field(default_factory=Counter)
     verification: dict[str, dict[str, int]] = field(default_factory=dict)
+    described: int = 0
 
     @property
     def accepted(self) -> int:
@@ -90,6 +93,7 @@ class SynthesisOutcome:
             "api_calls": self.api_calls,
             "retries": dict(sorted(self.retries.items())),
             "verification": self.verification,
+            **({"described": self.described} if self.described else {}),
         }
 
 

@@ -231,7 +231,7 @@ def described_responder(request):
 def test_description_view_writes_candidates_from_the_llm_description_not_the_gold_text():
     """error_view='description': one describe request per error, then k candidates whose prompts carry the
     description and no gold text; a description that copies its error is no description (that error gets no
-    candidates, counted once as ``no_description``); the description requests count among ``requested``."""
+    candidates, its k count as ``no_description``); ``described`` counts the description requests."""
     engine = FakeEngine(described_responder)
     extrapolator = ErrorExtrapolator("imdb", engine, examples_per_error=2, error_view="description", max_attempts=1)
     outcome = extrapolator.extrapolate(IMDB_ERRORS)
@@ -244,8 +244,11 @@ def test_description_view_writes_candidates_from_the_llm_description_not_the_gol
         assert "A review of" in prompt and not any(e["text"][:30] in prompt for e in IMDB_ERRORS)
         assert request.key["description"].startswith("A review of")
     assert [e["label"] for e in outcome.examples] == [0, 0, 1, 1]
-    assert outcome.requested == 3 + 4 and outcome.accepted == 4
-    assert outcome.rejected == {"no_description": 1}
+    assert outcome.described == 3 and outcome.requested == 2 * 3 and outcome.accepted == 4
+    assert outcome.rejected == {"no_description": 2}
+    assert outcome.to_dict()["described"] == 3 and "described" not in ErrorExtrapolator("imdb", engine).extrapolate(
+        IMDB_ERRORS[:1]
+    ).to_dict()
 
 
 def test_description_view_config_errors_name_the_field(monkeypatch):
@@ -259,13 +262,15 @@ def test_description_view_config_errors_name_the_field(monkeypatch):
         S3Config(task="qnli", error_view="description")
     with pytest.raises(S3ConfigError, match="S3Config.error_view must be one of"):
         S3Config(task="imdb", error_view="gist")
-    # the default leaves the data fingerprint (and so the resume check of earlier runs) as it was; the other not
-    default = S3Config(task="imdb")
-    fingerprint, described = default.data_fingerprint(), S3Config(task="imdb", error_view="description")
-    assert described.data_fingerprint() != fingerprint
+    # 'auto' (the default): a description where the task allows one, the error's text elsewhere
+    assert S3Config(task="imdb").error_view == "description" and S3Config(task="rte").error_view == "text"
+    # the text view leaves the data fingerprint (and so the resume check of earlier runs) as it was; the other not
+    text = S3Config(task="imdb", error_view="text")
+    fingerprint = text.data_fingerprint()
+    assert S3Config(task="imdb").data_fingerprint() != fingerprint
     to_dict = S3Config.to_dict
     monkeypatch.setattr(S3Config, "to_dict", lambda self: {k: v for k, v in to_dict(self).items() if k != "error_view"})
-    assert default.data_fingerprint() == fingerprint  # as before the field existed
+    assert text.data_fingerprint() == fingerprint  # as before the field existed
 
 
 def test_description_templates_key_their_own_requests_not_the_task_fingerprint():

@@ -40,6 +40,8 @@ def imdb_responder(body: dict) -> str:
     if "reasons why" in text:
         words = POSITIVE if "could be positive" in text else NEGATIVE
         return json.dumps({"rationales": [f"{w} {h % 1000} scenes" for w in words[:4]]})
+    if "say what kind of movie it is about" in text:  # describing an error (error_view="description")
+        return json.dumps({"summary": f"A film the reviewer found {'superb' if 'Here is a positive' in text else 'dull'} ({h})."})
     head = text.split("<data>")[0]
     if "different positive movie review" in text or "different negative movie review" in text:  # extrapolation
         positive = "different positive movie review" in text
@@ -219,7 +221,9 @@ def test_two_rounds_pushed_to_hub_with_kill_and_resume(tmp_path, monkeypatch, hu
         info = rounds[str(k)]
         assert info["errors_used"] == min(6, rounds[str(k - 1)]["errors"])
         assert rounds[str(k - 1)]["pool_size"] == 40  # errors come from the error pool, not the validation rows
-        # k = 2 candidates per error, each verified by the LLM; every candidate is accounted for
+        # a description request per error (the default error view for IMDb), then k = 2 candidates per error, each
+        # verified by the LLM; every candidate is accounted for
+        assert info["described"] == info["errors_used"]
         assert info["requested"] == 2 * info["errors_used"] == info["accepted"] + sum(info["rejected"].values())
         assert info["verification"]["llm"]["checked"] == info["accepted"] + info["rejected"].get("verifier_llm", 0)
         assert info["mixing_ratio"] == round(info["new_rows"] / sum(len(data[j]) for j in range(k)), 3)
@@ -257,7 +261,11 @@ def test_two_rounds_pushed_to_hub_with_kill_and_resume(tmp_path, monkeypatch, hu
     for k, name in ((0, "seed"), (1, "1"), (2, "2")):
         row = next(line for line in card.splitlines() if line.startswith(f"| {name} |"))
         cells = dict(zip(columns, (c.strip() for c in row.strip("|").split("|"))))
-        assert cells["requested"] == str(rounds[str(k)]["requested"])
+        described = rounds[str(k)].get("described")  # rounds 1-2: one description request per error
+        assert cells["requested"] == (
+            f"{rounds[str(k)]['requested']} + {described} descriptions" if described else str(rounds[str(k)]["requested"])
+        )
+        assert bool(described) == (k > 0)
         assert cells["accepted"] == str(rounds[str(k)]["accepted"])
         assert cells["test accuracy"] == f"{rounds[str(k)]['test']:.3f}"
         assert cells["pool"] == str(rounds[str(k)]["pool_size"])
@@ -782,7 +790,7 @@ def test_round_gate_sets_aside_a_round_that_lowers_validation(tmp_path, monkeypa
 
 def test_error_view_description_round_end_to_end(tmp_path):
     """--error-view description: round 1 asks one description per error, then writes its rows from the
-    descriptions alone (no gold review reaches a candidate prompt); the round's requests count both."""
+    descriptions alone (no gold review reaches a candidate prompt); the round counts both kinds of request."""
     import tiny_setup
 
     from s3_hf.pipeline import S3Pipeline
@@ -815,4 +823,6 @@ def test_error_view_description_round_end_to_end(tmp_path):
     assert len(errors) >= 4 and len(described) == 8  # k=2 per error, 4 errors
     assert not any(e["text"][:40] in t for e in errors for t in described)
     record = state["s3"]["rounds"]["1"]
-    assert record["requested"] == 4 + 8 and record["accepted"] == len(read_s3_json(out / "data" / "round_1.jsonl", "imdb"))
+    assert record["described"] == 4 and record["requested"] == 8
+    assert record["accepted"] == len(read_s3_json(out / "data" / "round_1.jsonl", "imdb"))
+    assert "8 + 4 descriptions" in (out / "report.md").read_text()

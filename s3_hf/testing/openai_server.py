@@ -60,9 +60,16 @@ def last_user_text(body: dict[str, Any]) -> str:
 
 
 def default_responder(body: dict[str, Any]) -> str:
-    """A valid JSON reply that is distinct per request: ``{"text": "Synthetic example <digest>.", "label": "positive"}``."""
+    """A valid JSON reply that is distinct per request: ``{"text": "Synthetic example <digest>.", "label": "positive",
+    "summary": ...}`` (the summary answers an error-description request)."""
     digest = body_digest({"m": body.get("messages"), "p": body.get("prompt"), "s": body.get("seed")})
-    return json.dumps({"text": f"Synthetic example {digest} about a film.", "label": "positive"})
+    return json.dumps(
+        {
+            "text": f"Synthetic example {digest} about a film.",
+            "label": "positive",
+            "summary": f"A film described in other words, case {digest}.",
+        }
+    )
 
 
 class _TokenBucket:
