@@ -400,7 +400,7 @@ class S3Config:
             "api_key_env",
         }
         payload = {k: v for k, v in self.to_dict().items() if k not in ignore}
-        if payload.get("error_view") == "text":  # the default leaves the hashes of earlier runs as they were
+        if payload.get("error_view") == "text":  # the only view before the field: earlier runs' hashes stay valid
             del payload["error_view"]
         payload["task_fingerprint"] = self.spec.fingerprint()
         for name in ("gold", "context_pool", "error_pool"):

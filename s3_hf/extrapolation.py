@@ -11,8 +11,7 @@ note show the model its copied reply and the note on the re-ask. With ``error_vi
 classification tasks) the LLM first describes each error in a sentence or two, and the candidates are written from
 that description alone: they cannot copy a text they never see, and their prompts are short (the outcome's
 ``described`` counts the description requests; the k candidates of an error whose description fails count as
-``no_description``). The prompts are
-:mod:`s3_hf.prompts`'; pass ``prompts=`` to override them.
+``no_description``). The prompts are :mod:`s3_hf.prompts`'; pass ``prompts=`` to override them.
 
 The errors can be the :class:`~s3_hf.callback.MisclassificationCallback` output (a ``datasets.Dataset``), a list of
 canonical examples, or a file in the task's S3 json format (e.g. the callback's ``misclassified/step-N.jsonl``).
