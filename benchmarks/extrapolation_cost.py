@@ -59,10 +59,9 @@ def run_variant(
         error_view=view,
     )
     started = time.time()
-    described, descriptions = [], None
+    described, descriptions = None, None
     if view == "description":
-        described = engine.generate(extrapolator.description_requests(errors), stage=name, desc=f"{name} describe")
-        descriptions = {r.request.meta["error"]: r.example["summary"] for r in described if r.example is not None}
+        described, descriptions = extrapolator.describe(errors, round_index=0)
     requests = extrapolator.requests(errors, descriptions=descriptions)
     if name == "v3":
         for request in requests:
@@ -75,16 +74,18 @@ def run_variant(
         started = time.time()
         kept = sum(v.keep for v in LLMLabelVerifier(spec, engine).verdicts(accepted))
         verification = time.time() - started
-    calls = sum(r.usage["api_calls"] for r in described + results)
+    calls = sum(r.usage["api_calls"] for r in results)
     retries: dict[str, int] = {}
-    for prefix, group in (("description_", described), ("", results)):
-        for r in group:
-            for reason in r.reasons if r.example is not None else r.reasons[:-1]:
-                retries[prefix + reason] = retries.get(prefix + reason, 0) + 1
+    for r in results:
+        for reason in r.reasons if r.example is not None else r.reasons[:-1]:
+            retries[reason] = retries.get(reason, 0) + 1
+    if described is not None:
+        calls += described.api_calls
+        retries.update({f"description_{k}": v for k, v in described.retries.items()})
     usage = engine.usage.total(stage=name)
     return {
         "variant": name,
-        "requests": len(described) + len(requests),
+        "requests": (described.requested if described else 0) + len(requests),
         "api_calls": calls,
         "retries": retries,
         "accepted": len(accepted),

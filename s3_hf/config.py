@@ -301,10 +301,9 @@ class S3Config:
             raise S3ConfigError(
                 f"S3Config.error_view must be one of {(*ERROR_VIEWS, 'auto')}, got {self.error_view!r}"
             )
-        single_text = not self.spec.is_qa and self.spec.context_field is None
         if self.error_view == "auto":
-            self.error_view = "description" if single_text and not self.extrapolate_context else "text"
-        if self.error_view == "description" and not single_text:
+            self.error_view = "description" if self.spec.is_single_text and not self.extrapolate_context else "text"
+        if self.error_view == "description" and not self.spec.is_single_text:
             raise S3ConfigError(
                 f"S3Config.error_view='description' is for single-text classification tasks, not {self.task!r}"
             )

@@ -180,7 +180,7 @@ class ErrorExtrapolator:
             )
         if error_view not in ERROR_VIEWS:
             raise S3ConfigError(f"ErrorExtrapolator error_view must be one of {ERROR_VIEWS}, got {error_view!r}")
-        if error_view == "description" and (self.spec.is_qa or self.spec.context_field is not None or new_context):
+        if error_view == "description" and (not self.spec.is_single_text or new_context):
             raise S3ConfigError(
                 f"ErrorExtrapolator error_view='description' is for single-text classification tasks, not "
                 f"{self.spec.name!r} ({self.spec.kind}, context field {self.spec.context_field!r})"
@@ -281,6 +281,21 @@ class ErrorExtrapolator:
             )
         return out
 
+    def describe(
+        self, errors: Sequence[dict[str, Any]], *, round_index: int = 1
+    ) -> tuple[SynthesisOutcome, dict[str, str]]:
+        """Run :meth:`description_requests`: their outcome, and error digest -> description for the errors that got
+        one (what :meth:`requests` takes as ``descriptions``)."""
+        outcome, results = run_requests(
+            self.engine,
+            self.description_requests(errors, round_index=round_index),
+            stage=self.stage,
+            round_index=round_index,
+            desc=f"{self.stage} descriptions round {round_index}",
+            deduplicator=None,
+        )
+        return outcome, {r.request.meta["error"]: r.example["summary"] for r in results if r.example is not None}
+
     def requests(
         self,
         errors: Iterable[dict[str, Any]],
@@ -360,15 +375,7 @@ class ErrorExtrapolator:
         chosen = self.select(load_errors(errors, self.spec))
         described, descriptions = None, None
         if self.error_view == "description":
-            described, results = run_requests(
-                self.engine,
-                self.description_requests(chosen, round_index=round_index),
-                stage=self.stage,
-                round_index=round_index,
-                desc=f"{self.stage} descriptions round {round_index}",
-                deduplicator=None,
-            )
-            descriptions = {r.request.meta["error"]: r.example["summary"] for r in results if r.example is not None}
+            described, descriptions = self.describe(chosen, round_index=round_index)
         outcome, results = run_requests(
             self.engine,
             self.requests(chosen, round_index=round_index, descriptions=descriptions),

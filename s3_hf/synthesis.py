@@ -355,7 +355,7 @@ class SeedSynthesizer:
 
     @property
     def uses_rationales(self) -> bool:
-        return bool(self.prompts.rationale) and not self.spec.is_qa and self.spec.context_field is None
+        return bool(self.prompts.rationale) and self.spec.is_single_text
 
     # ------------------------------------------------------------------ rationales
     def rationale_requests(self) -> list[Any]:

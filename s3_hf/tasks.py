@@ -135,6 +135,11 @@ class TaskSpec:
         return not self.is_qa and self.context_field is not None
 
     @property
+    def is_single_text(self) -> bool:
+        """A classification task over one written text (IMDb): no context, no answer span."""
+        return not self.is_qa and self.context_field is None
+
+    @property
     def num_labels(self) -> int:
         return len(self.label_names)
 
