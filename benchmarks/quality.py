@@ -8,6 +8,9 @@ For each task and seed, with the same LLM, small model, seed and number of train
 - ``s3``: the seed plus error-extrapolation rounds (``--rounds``, the paper: 2), k verified candidates per error;
 - ``gold``: the small model trained on that many rows of the task's REAL training split.
 
+With ``--seed-prompt zerogen`` S3's seed is written with ZeroGen's prompt, so ZeroGen's first rows are S3's seed and
+the two differ only in what is added after it: error extrapolation, or more rows of the same prompt.
+
 The paired difference ``s3 - baseline`` is taken per seed (same seed: same gold subsets, same small-model seed) and
 reported as mean with a 95% t interval over seeds.
 
@@ -27,7 +30,7 @@ read through :mod:`s3_hf.builders`), scored on the same RTE test set: a check of
 
 Prints the table (per method: test accuracy, or SQuAD EM / F1 for QA, as mean ± sample std over seeds; LLM tokens
 and seconds of synthesis + training + evaluation, as recorded when each stage ran, so resumed runs keep their
-times; ZeroGen's tokens include the seed calls it shares with S3), writes
+times; a baseline that shares S3's seed counts the seed's calls too), writes
 ``<out>/quality.md``, ``<out>/quality.json`` and ``<out>/quality.png``. Runs resume (each run is an S3 output folder).
 
     python benchmarks/quality.py --tasks imdb qnli --seeds 1 2 3 4 5 --out runs/quality
@@ -115,6 +118,7 @@ def _recipe(cli) -> dict[str, Any]:
         "local_replicas": cli.local_replicas,
         "max_example_chars": cli.max_example_chars,
         "error_view": cli.error_view,
+        "seed_prompt": cli.seed_prompt,
         "round_gate": cli.round_gate,
         "verify_calibration": cli.verify_calibration,
     }
@@ -177,8 +181,9 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
     }
     for name in cli.baselines:
         info = state.get(name) or {}
-        # seed_same_size and goldgen start from S3's seed (replayed from the cache): its cost counts for them too
-        shares_seed = name in ("seed_same_size", "goldgen")
+        # seed_same_size and goldgen start from S3's seed (replayed from the cache): its cost counts for them too;
+        # so does zerogen when S3's seed is written with ZeroGen's prompt (its first requests are the seed's)
+        shares_seed = name in ("seed_same_size", "goldgen") or (name == "zerogen" and config.seed_prompt == "zerogen")
         result[name] = _method(info, [seed_round, info] if shares_seed else [info], trained=[info])
     return result
 
@@ -374,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--error-pool-size", type=int, default=None, help="default: the pipeline's")
     parser.add_argument("--max-example-chars", type=int, default=None, help="default: the pipeline's")
     parser.add_argument("--error-view", default=None, help="text or description (default: the pipeline's)")
+    parser.add_argument(
+        "--seed-prompt", default=None, help="S3's seed prompt: task or zerogen (default: the pipeline's, task)"
+    )
     parser.add_argument("--local-replicas", type=int, default=None, help="embedded llama.cpp servers")
     parser.add_argument("--select-hard", action="store_true", help="keep only candidates the student gets wrong")
     parser.add_argument("--no-contrast", action="store_true", help="no correctly classified neighbour in prompts")

@@ -26,6 +26,7 @@ from .yaml_fields import read_yaml_fields
 METHODS = ("s3", "zerogen", "seed_same_size", "goldgen")
 BASELINES = METHODS[1:]
 ROUND_GATES = ("validation", "none")
+SEED_PROMPTS = ("task", "zerogen")
 CLASSIFICATION_MAX_LENGTH = 128
 
 
@@ -103,6 +104,14 @@ class S3Config:
     )
     # ------------------------------------------------------------------ synthesis
     seed_size: int = field(default=48, metadata=_help("seed examples requested (labels balanced)"))
+    seed_prompt: str = field(
+        default="task",
+        metadata=_help(
+            "the seed round's prompt: 'task' (S3's seed prompt of the task: rationales first where it has them, as "
+            "in the paper) or 'zerogen' (ZeroGen's plain label-conditioned prompt; the zerogen baseline then shares "
+            "the seed's requests, so S3 and ZeroGen differ only in what they add after it)"
+        ),
+    )
     rationales_per_label: int = field(default=12, metadata=_help("rationales collected per label (IMDb-style tasks)"))
     rationales_per_request: int = field(default=6, metadata=_help("rationales one request asks for"))
     rationales_per_example: int = field(
@@ -297,6 +306,8 @@ class S3Config:
             or (self.max_example_chars < 50)
         ):
             raise S3ConfigError(f"S3Config.max_example_chars must be an integer >= 50, got {self.max_example_chars!r}")
+        if self.seed_prompt not in SEED_PROMPTS:
+            raise S3ConfigError(f"S3Config.seed_prompt must be one of {SEED_PROMPTS}, got {self.seed_prompt!r}")
         if self.error_view not in (*ERROR_VIEWS, "auto"):
             raise S3ConfigError(
                 f"S3Config.error_view must be one of {(*ERROR_VIEWS, 'auto')}, got {self.error_view!r}"
@@ -401,6 +412,8 @@ class S3Config:
         payload = {k: v for k, v in self.to_dict().items() if k not in ignore}
         if payload.get("error_view") == "text":  # the only view before the field: earlier runs' hashes stay valid
             del payload["error_view"]
+        if payload.get("seed_prompt") == "task":  # the only seed prompt before the field
+            del payload["seed_prompt"]
         payload["task_fingerprint"] = self.spec.fingerprint()
         for name in ("gold", "context_pool", "error_pool"):
             payload[name] = local_data_digest(payload[name]) or payload[name]

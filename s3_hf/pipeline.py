@@ -252,9 +252,16 @@ class S3Pipeline:
         from .synthesis import SeedSynthesizer
 
         c = self.config
+        if c.seed_prompt == "zerogen":  # request i is the zerogen baseline's request i (replayed from the cache)
+            from .prompts import zerogen_prompts
+
+            prompts = zerogen_prompts(self.spec.prompts)
+        else:
+            prompts = None  # the task's own
         return SeedSynthesizer(
             self.spec,
             self.engine,
+            prompts=prompts,
             contexts=self.contexts() or None,
             rationales_per_label=c.rationales_per_label,
             rationales_per_request=c.rationales_per_request,

@@ -68,6 +68,8 @@ def test_config_validation_names_the_bad_value():
         S3Config(base_url="ftp://x")
     with pytest.raises(S3ConfigError, match="round_gate.*'sometimes'"):
         S3Config(round_gate="sometimes")
+    with pytest.raises(S3ConfigError, match="seed_prompt.*'rationale'"):
+        S3Config(seed_prompt="rationale")
     assert S3Config(method="s3,zerogen").method == ["s3", "zerogen"]
 
 
@@ -786,6 +788,53 @@ def test_round_gate_sets_aside_a_round_that_lowers_validation(tmp_path, monkeypa
     resumed = S3Pipeline(config, engine=engine)
     resumed._load_state()
     assert resumed._baseline_size() == all_rows["train"].num_rows
+
+
+def test_seed_prompt_zerogen_shares_the_seed_requests_with_the_zerogen_baseline(tmp_path, monkeypatch):
+    """seed_prompt='zerogen': S3's seed is written with ZeroGen's plain prompt (no rationale requests), and the zerogen
+    baseline's first requests are the seed's (same cache keys), so the two differ only in what follows the seed."""
+    from fake_llm import FakeEngine, user_prompt
+
+    from s3_hf.pipeline import S3Pipeline
+    from s3_hf.s3_json import write_s3_json
+
+    def responder(request):
+        prompt = user_prompt(request)
+        if prompt.startswith("Is the movie review below"):
+            return {"label": "positive" if "glowing" in prompt.split("<data>")[1] else "negative"}
+        if "reasons why" in prompt:
+            return {"rationales": [f"reason {i} {len(engine.seen)}" for i in range(6)]}
+        tone = "glowing, I loved it" if "positive movie review" in prompt else "bitter, I hated it"
+        return {"text": f"Review number {len(engine.seen)} of the film: {tone}, and long enough to keep."}
+
+    def fake_train(self, examples, run_dir, errors_path=None, *, save_to=None):
+        if errors_path is not None:
+            errors = [{"text": f"Gold review {i}, which the model got wrong, glowing or not.", "label": i % 2}
+                      for i in range(4)]  # fmt: skip
+            write_s3_json(errors_path, errors, self.spec)
+        return {"train_rows": len(examples), "validation": 0.5, "test": 0.5, "errors": 4}
+
+    monkeypatch.setattr(S3Pipeline, "_train_and_evaluate", fake_train)
+    keys = {}
+    for seed_prompt in ("task", "zerogen"):
+        engine = FakeEngine(responder)
+        config = S3Config(
+            output_dir=str(tmp_path / seed_prompt), seed_size=4, rationales_per_label=6, max_errors_per_round=4,
+            examples_per_error=1, rounds=1, method=["s3", "zerogen"], seed_prompt=seed_prompt,
+        )  # fmt: skip
+        S3Pipeline(config, engine=engine).run()
+        keys[seed_prompt] = {stage: [r.key for s, _, r in engine.seen if s == stage] for stage in ("seed", "zerogen")}
+        prompts = [user_prompt(r) for s, _, r in engine.seen if s == "seed"]
+        rationale_calls = sum(s == "rationales" for s, _, _ in engine.seen)
+        if seed_prompt == "zerogen":
+            assert rationale_calls == 0
+            assert all(p.startswith(("Write a positive movie review.", "Write a negative movie review.")) for p in prompts)
+        else:
+            assert rationale_calls > 0 and not any(p.startswith("Write a positive movie review.") for p in prompts)
+    shared = keys["zerogen"]
+    assert len(shared["seed"]) == 4 and shared["zerogen"][:4] == shared["seed"]  # replayed from the cache in a real run
+    assert not set(map(str, keys["task"]["seed"])) & set(map(str, keys["task"]["zerogen"]))
+    assert S3Config(seed_prompt="zerogen").data_fingerprint() != S3Config().data_fingerprint()
 
 
 def test_error_view_description_round_end_to_end(tmp_path):
