@@ -185,6 +185,8 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         # so does zerogen when S3's seed is written with ZeroGen's prompt (its first requests are the seed's)
         shares_seed = name in ("seed_same_size", "goldgen") or (name == "zerogen" and config.seed_prompt == "zerogen")
         result[name] = _method(info, [seed_round, info] if shares_seed else [info], trained=[info])
+        if shares_seed and info.get("new_rows") and result[name]["tokens"] is not None:  # its rows include the seed's
+            result[name]["tokens_per_row"] = round(result[name]["tokens"] / info["new_rows"], 1)
     return result
 
 
