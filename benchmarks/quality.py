@@ -184,19 +184,23 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         # seed_same_size and goldgen start from S3's seed (replayed from the cache): its cost counts for them too;
         # so does zerogen when S3's seed is written with ZeroGen's prompt (its first requests are the seed's)
         shares_seed = name in ("seed_same_size", "goldgen") or (name == "zerogen" and config.seed_prompt == "zerogen")
-        result[name] = _method(info, [seed_round, info] if shares_seed else [info], trained=[info])
-        if shares_seed and info.get("new_rows") and result[name]["tokens"] is not None:  # its rows include the seed's
-            result[name]["tokens_per_row"] = round(result[name]["tokens"] / info["new_rows"], 1)
+        # its own rows already hold the seed's, so only they count as new rows
+        result[name] = _method(info, [seed_round, info] if shares_seed else [info], trained=[info], rows_of=[info])
     return result
 
 
 def _method(
-    result: dict[str, Any], synthesized: list[dict[str, Any]], trained: list[dict[str, Any]] | None = None
+    result: dict[str, Any],
+    synthesized: list[dict[str, Any]],
+    trained: list[dict[str, Any]] | None = None,
+    rows_of: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Rows, test scores, LLM tokens and seconds of one method, from the run's recorded state (so a resumed run
     reports the time its stages took when they ran): tokens and synthesis seconds of the ``synthesized`` stages,
-    training + evaluation seconds of the ``trained`` ones (default: the same). ``None`` where not recorded."""
+    training + evaluation seconds of the ``trained`` ones, tokens per new row over the new rows of the ``rows_of``
+    ones (both default: the ``synthesized`` stages). ``None`` where not recorded."""
     trained = synthesized if trained is None else trained
+    rows_of = synthesized if rows_of is None else rows_of
     metrics = result.get("test_metrics") or {}
     usages = [st.get("usage", {}) for st in synthesized]
     tokens = [u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in usages]
@@ -209,7 +213,7 @@ def _method(
             total["checked"] += stats.get("checked", 0)
             total["kept"] += stats.get("kept", 0)
     # rows kept (a round set aside by the round gate paid its tokens but adds no training row)
-    new_rows = sum(st.get("new_rows", 0) for st in synthesized if st.get("round_kept", True)) or None
+    new_rows = sum(st.get("new_rows", 0) for st in rows_of if st.get("round_kept", True)) or None
     return {
         "rows": result.get("train_rows"),
         "test": result.get("test"),

@@ -52,6 +52,20 @@ def imdb_responder(body: dict) -> str:
     return json.dumps({"text": f"The film {h} was {picks[0]} and {picks[1]}; a {picks[2]}, {picks[3]} story."})
 
 
+def imdb_fake_reply(request, n: int) -> dict:
+    """A FakeEngine reply for IMDb: verifier labels from the review's tone, rationales, and reviews numbered by ``n``
+    (the requests seen so far), glowing for a positive one and bitter for a negative one."""
+    from fake_llm import user_prompt
+
+    prompt = user_prompt(request)
+    if prompt.startswith("Is the movie review below"):
+        return {"label": "positive" if "glowing" in prompt.split("<data>")[1] else "negative"}
+    if "reasons why" in prompt:
+        return {"rationales": [f"reason {i} {n}" for i in range(6)]}
+    tone = "glowing, I loved it" if "positive movie review" in prompt else "bitter, I hated it"
+    return {"text": f"Review number {n} of the film: {tone}, and long enough to keep."}
+
+
 # ---------------------------------------------------------------------- config
 def test_config_validation_names_the_bad_value():
     with pytest.raises(S3ConfigError, match="seed_size.*-3"):
@@ -732,17 +746,7 @@ def test_round_gate_sets_aside_a_round_that_lowers_validation(tmp_path, monkeypa
     from s3_hf.pipeline import S3Pipeline
     from s3_hf.s3_json import write_s3_json
 
-    def responder(request):
-        prompt = user_prompt(request)
-        if prompt.startswith("Is the movie review below"):
-            return {"label": "positive" if "glowing" in prompt.split("<data>")[1] else "negative"}
-        if "reasons why" in prompt:
-            return {"rationales": [f"reason {i} {len(engine.seen)}" for i in range(6)]}
-        positive = "positive movie review" in prompt
-        tone = "glowing, I loved it" if positive else "bitter, I hated it"
-        return {"text": f"Review number {len(engine.seen)} of the film: {tone}, and long enough to keep."}
-
-    engine = FakeEngine(responder)
+    engine = FakeEngine(lambda request: imdb_fake_reply(request, len(engine.seen)))
     validation = iter(scores)
     trained: dict[int, list[dict]] = {}
 
@@ -798,15 +802,6 @@ def test_seed_prompt_zerogen_shares_the_seed_requests_with_the_zerogen_baseline(
     from s3_hf.pipeline import S3Pipeline
     from s3_hf.s3_json import write_s3_json
 
-    def responder(request):
-        prompt = user_prompt(request)
-        if prompt.startswith("Is the movie review below"):
-            return {"label": "positive" if "glowing" in prompt.split("<data>")[1] else "negative"}
-        if "reasons why" in prompt:
-            return {"rationales": [f"reason {i} {len(engine.seen)}" for i in range(6)]}
-        tone = "glowing, I loved it" if "positive movie review" in prompt else "bitter, I hated it"
-        return {"text": f"Review number {len(engine.seen)} of the film: {tone}, and long enough to keep."}
-
     def fake_train(self, examples, run_dir, errors_path=None, *, save_to=None):
         if errors_path is not None:
             errors = [{"text": f"Gold review {i}, which the model got wrong, glowing or not.", "label": i % 2}
@@ -817,7 +812,8 @@ def test_seed_prompt_zerogen_shares_the_seed_requests_with_the_zerogen_baseline(
     monkeypatch.setattr(S3Pipeline, "_train_and_evaluate", fake_train)
     keys = {}
     for seed_prompt in ("task", "zerogen"):
-        engine = FakeEngine(responder)
+        engine = FakeEngine(None)
+        engine.responder = lambda request, seen=engine.seen: imdb_fake_reply(request, len(seen))
         config = S3Config(
             output_dir=str(tmp_path / seed_prompt), seed_size=4, rationales_per_label=6, max_errors_per_round=4,
             examples_per_error=1, rounds=1, method=["s3", "zerogen"], seed_prompt=seed_prompt,
