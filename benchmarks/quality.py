@@ -12,7 +12,8 @@ With ``--seed-prompt zerogen`` S3's seed is written with ZeroGen's prompt, so Ze
 the two differ only in what is added after it: error extrapolation, or more rows of the same prompt.
 
 The paired difference ``s3 - baseline`` is taken per seed (same seed: same gold subsets, same small-model seed) and
-reported as mean with a 95% t interval over seeds.
+reported as mean with a 95% t interval over seeds, and the exact p-value of a paired sign-flip test (which does not
+assume the differences are normal).
 
 Tasks and their gold data (errors come from an error pool disjoint from the validation and test rows):
 
@@ -240,6 +241,20 @@ def paired_interval(gains: list[float]) -> str:
     return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
 
 
+def sign_flip_p(gains: list[float]) -> float | None:
+    """Exact two-sided p-value of the paired sign-flip (randomization) test: the share of the ``2**n`` ways of flipping
+    the signs of the per-seed differences whose mean is at least as far from 0 as the observed one. It assumes only
+    that, with no effect, each seed's difference is as likely negative as positive (no normality, unlike the t
+    interval). ``None`` for fewer than 2 or more than 20 seeds."""
+    n = len(gains)
+    if not 2 <= n <= 20:
+        return None
+    magnitudes = np.abs(np.asarray(gains, dtype=float))
+    signs = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1) * 2 - 1
+    flipped = np.abs(signs @ magnitudes)
+    return float(np.mean(flipped >= abs(float(np.sum(gains))) - 1e-9))
+
+
 def _is_qa(task: str) -> bool:
     from s3_hf.tasks import get_task
 
@@ -309,9 +324,11 @@ def render(results: list[dict[str, Any]]) -> str:
                     continue  # the same seed's S3 minus its baseline, then the mean and a 95% interval over seeds
                 gains = [s - z for s, z in zip(_scores(paired, "s3", key), _scores(paired, baseline, key))]
                 per_seed = ", ".join(f"{g:+.2f}" for g in gains)
+                p = sign_flip_p(gains)
+                test = f"; sign-flip p {p:.3f}" if p is not None else ""
                 lines.append(
                     f"| {task} | **s3 − {baseline}** ({name}; per seed {per_seed}) | | {paired_interval(gains)} "
-                    f"(mean, 95% CI) | | | | | {len(paired)} |"
+                    f"(mean, 95% CI{test}) | | | | | {len(paired)} |"
                 )
     return "\n".join(lines)
 

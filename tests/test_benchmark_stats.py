@@ -1,0 +1,45 @@
+"""The statistics `benchmarks/quality.py` reports: the paired t interval and the exact sign-flip test."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import statistics
+from pathlib import Path
+
+import pytest
+
+QUALITY = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("quality_benchmark", QUALITY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sign_flip_p_is_the_share_of_sign_patterns_at_least_as_extreme(quality):
+    gains = [5.1, -0.6, 0.8, 1.0, 4.1]
+    observed = abs(statistics.fmean(gains))
+    patterns = list(itertools.product((1, -1), repeat=len(gains)))
+    extreme = sum(abs(statistics.fmean(s * abs(g) for s, g in zip(signs, gains))) >= observed - 1e-9 for signs in patterns)
+    assert quality.sign_flip_p(gains) == pytest.approx(extreme / len(patterns))
+    assert quality.sign_flip_p(gains) == pytest.approx(4 / 32)
+
+
+def test_sign_flip_p_bounds(quality):
+    assert quality.sign_flip_p([1.0] * 5) == pytest.approx(2 / 32)  # the smallest p 5 seeds can give
+    assert quality.sign_flip_p([1.0] * 10) == pytest.approx(2 / 1024)
+    assert quality.sign_flip_p([2.0, -2.0]) == pytest.approx(1.0)
+    assert quality.sign_flip_p([1.0]) is None
+    assert quality.sign_flip_p([1.0] * 21) is None
+
+
+def test_paired_interval_uses_the_t_quantile_of_its_degrees_of_freedom(quality):
+    gains = [5.1, -0.6, 0.8, 1.0, 4.1]
+    half = 2.776 * statistics.stdev(gains) / 5**0.5
+    mean = statistics.fmean(gains)
+    assert quality.paired_interval(gains) == f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
+    assert quality.paired_interval([1.5]) == "+1.50 (1 seed: no interval)"
