@@ -31,7 +31,8 @@ read through :mod:`s3_hf.builders`), scored on the same RTE test set: a check of
 
 Prints the table (per method: test accuracy, or SQuAD EM / F1 for QA, as mean ± sample std over seeds; LLM tokens
 and seconds of synthesis + training + evaluation, as recorded when each stage ran, so resumed runs keep their
-times; a baseline that shares S3's seed counts the seed's calls too), writes
+times; a baseline that shares S3's seed counts the seed's calls too), then a profile of the rows each method added
+beyond S3's seed (count, words per row, distinct-2 at a fixed bigram count, majority-label share), and writes
 ``<out>/quality.md``, ``<out>/quality.json`` and ``<out>/quality.png``. Runs resume (each run is an S3 output folder).
 
     python benchmarks/quality.py --tasks imdb qnli --seeds 1 2 3 4 5 --out runs/quality
@@ -160,7 +161,8 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         state = pipeline.run()["state"]
     rounds = state["s3"]["rounds"]
     # S3's result is its final model: the last round the round gate kept (runs from before the gate kept every one)
-    last = rounds[str(max(int(k) for k in rounds if rounds[k].get("round_kept", True)))]
+    last_kept = max(int(k) for k in rounds if rounds[k].get("round_kept", True))
+    last = rounds[str(last_kept)]
     usage = json.loads((run_dir / "llm_usage.json").read_text()) if (run_dir / "llm_usage.json").is_file() else {}
     gold_file = run_dir / "gold_baseline.json"
     if gold_file.is_file():
@@ -187,6 +189,25 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         shares_seed = name in ("seed_same_size", "goldgen") or (name == "zerogen" and config.seed_prompt == "zerogen")
         # its own rows already hold the seed's, so only they count as new rows
         result[name] = _method(info, [seed_round, info] if shares_seed else [info], trained=[info], rows_of=[info])
+    # what each method added to the training data beyond S3's seed (rows from the run's files)
+    from s3_hf.dedup import normalise_text
+
+    field = pipeline.spec.generated_field
+    seed_rows = pipeline._read(pipeline.data_path(0))
+    trained_rows = {
+        "s3": [  # the final model's rows: the seed and the kept rounds up to the last kept one
+            row
+            for k in range(last_kept + 1)
+            if k == 0 or rounds.get(str(k), {}).get("round_kept", True)
+            for row in pipeline._read(pipeline.data_path(k))
+        ],
+        "s3_seed_only": seed_rows,
+        "gold": gold_train_rows(task, gold[0], last["train_rows"], seed),
+        **{name: pipeline._read(pipeline.baseline_path(name)) for name in cli.baselines},
+    }
+    seed_texts = {normalise_text(r[field]) for r in seed_rows}
+    for name, rows in trained_rows.items():
+        result[name]["profile"] = data_profile(rows, field, set() if name == "s3_seed_only" else seed_texts)
     return result
 
 
@@ -253,6 +274,46 @@ def sign_flip_p(gains: list[float]) -> float | None:
     signs = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1) * 2 - 1
     flipped = np.abs(signs @ magnitudes)
     return float(np.mean(flipped >= abs(float(np.sum(gains))) - 1e-9))
+
+
+PROFILE_BIGRAMS = 500  # bigrams per draw of the diversity figure (S3's rounds can add as few as ~20 rows of ~40 words)
+
+
+def distinct_bigrams(texts: list[str], *, size: int = PROFILE_BIGRAMS, draws: int = 50, seed: int = 0) -> float | None:
+    """Lexical diversity at a fixed length: the share of distinct word bigrams among the first ``size`` bigrams of
+    the texts in a seeded random order (distinct-2), averaged over ``draws`` orders. A fixed bigram count, not a fixed
+    row count, so longer rows do not read as less diverse. ``None`` when the texts hold fewer than ``size`` bigrams.
+    Texts are normalised as the deduplicator normalises them (case, punctuation)."""
+    import random
+
+    from s3_hf.dedup import normalise_text
+
+    words = [normalise_text(t).split() for t in texts]
+    if sum(max(0, len(w) - 1) for w in words) < size:
+        return None
+    rng = random.Random(seed)
+    shares = []
+    for _ in range(draws):
+        order = rng.sample(words, len(words))
+        grams = [g for w in order for g in zip(w, w[1:])][:size]
+        shares.append(len(set(grams)) / size)
+    return statistics.fmean(shares)
+
+
+def data_profile(rows: list[dict[str, Any]], field: str, seed_texts: set[str]) -> dict[str, Any]:
+    """What a method added to the training data: its rows whose ``field`` is not one of S3's seed texts (all rows for
+    a method that does not start from that seed), their count, words per row, distinct-2 and majority-label share."""
+    from s3_hf.dedup import normalise_text
+
+    added = [r for r in rows if normalise_text(r[field]) not in seed_texts]
+    labels = [r["label"] for r in added if "label" in r]
+    majority = max(labels.count(v) for v in set(labels)) / len(labels) if labels else None
+    return {
+        "added_rows": len(added),
+        "words": statistics.fmean(len(str(r[field]).split()) for r in added) if added else None,
+        "distinct2": distinct_bigrams([str(r[field]) for r in added]),
+        "majority_label": majority,
+    }
 
 
 def _is_qa(task: str) -> bool:
@@ -330,6 +391,37 @@ def render(results: list[dict[str, Any]]) -> str:
                     f"| {task} | **s3 − {baseline}** ({name}; per seed {per_seed}) | | {paired_interval(gains)} "
                     f"(mean, 95% CI{test}) | | | | | {len(paired)} |"
                 )
+    return "\n".join(lines + ["", render_profiles(results)])
+
+
+def render_profiles(results: list[dict[str, Any]]) -> str:
+    """The data each method added beyond S3's seed (S3's seed itself for ``s3_seed_only``): means over seeds, and
+    on how many seeds its distinct-2 was above ZeroGen's added rows'."""
+    lines = [
+        f"| task | method | rows added beyond S3's seed | words per row | distinct-2 (@{PROFILE_BIGRAMS} bigrams) | "
+        "majority-label share | distinct-2 above zerogen's |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task in dict.fromkeys(r["task"] for r in results):
+        runs = [r for r in results if r["task"] == task]
+        for method in METHODS:
+            profiles = [r[method]["profile"] for r in runs if method in r and "profile" in r[method]]
+            if not profiles:
+                continue
+            above = "-"
+            if method != "zerogen":
+                pairs = [
+                    (r[method]["profile"]["distinct2"], r["zerogen"]["profile"]["distinct2"])
+                    for r in runs
+                    if method in r and "profile" in r.get("zerogen", {})
+                ]
+                pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+                above = f"{sum(a > b for a, b in pairs)} of {len(pairs)}" if pairs else "-"
+            lines.append(
+                f"| {task} | {method} | {_mean([p['added_rows'] for p in profiles], '.0f')} | "
+                f"{_mean([p['words'] for p in profiles], '.0f')} | {_mean([p['distinct2'] for p in profiles], '.3f')} | "
+                f"{_mean([p['majority_label'] for p in profiles], '.2f')} | {above} |"
+            )
     return "\n".join(lines)
 
 

@@ -43,3 +43,23 @@ def test_paired_interval_uses_the_t_quantile_of_its_degrees_of_freedom(quality):
     mean = statistics.fmean(gains)
     assert quality.paired_interval(gains) == f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
     assert quality.paired_interval([1.5]) == "+1.50 (1 seed: no interval)"
+
+
+def test_distinct_bigrams_counts_repeats_at_a_fixed_bigram_count(quality):
+    repeated = ["the film was good"] * 10  # 3 bigrams per row, the same 3 every row
+    assert quality.distinct_bigrams(repeated, size=30) == pytest.approx(3 / 30)
+    varied = [f"w{i} w{i + 1} w{i + 2} w{i + 3}" for i in range(0, 40, 4)]  # 30 bigrams, all distinct
+    assert quality.distinct_bigrams(varied, size=30) == pytest.approx(1.0)
+    assert quality.distinct_bigrams(varied, size=31) is None  # fewer bigrams than asked: no figure
+    # case and punctuation are normalised away, as the deduplicator does
+    assert quality.distinct_bigrams(["The film, was good!", "the FILM was good"], size=6) == pytest.approx(3 / 6)
+
+
+def test_data_profile_leaves_out_the_seed_rows(quality):
+    seed = [{"text": "A seed review, kept.", "label": 1}]
+    added = [{"text": f"new review number {i} here", "label": i % 2} for i in range(3)]
+    profile = quality.data_profile(seed + added, "text", {"a seed review kept"})
+    assert profile["added_rows"] == 3
+    assert profile["words"] == pytest.approx(5.0)
+    assert profile["majority_label"] == pytest.approx(2 / 3)
+    assert profile["distinct2"] is None  # 12 bigrams < the default size
