@@ -3,6 +3,9 @@
 For each task and seed, with the same LLM, small model, seed and number of training rows:
 
 - ``zerogen``: ZeroGen's own plain label-conditioned prompt (no rationales), as many rows as S3's final data;
+- ``zerogen_same_tokens``: the same prompt, as many rows as S3's LLM tokens buy at ZeroGen's tokens per row (equal
+  cost instead of equal rows; needs ``zerogen``; runs in ``<run>/zerogen_same_tokens`` from a copy of the run's
+  LLM cache, so only its rows beyond ZeroGen's are new calls);
 - ``seed_same_size``: S3's rationale seed synthesis only, as many rows;
 - ``goldgen``: S3's seed + extrapolations of random error-pool rows (not only errors), same prompts and verifiers;
 - ``s3``: the seed plus error-extrapolation rounds (``--rounds``, the paper: 2), k verified candidates per error;
@@ -132,13 +135,13 @@ def _recipe(cli) -> dict[str, Any]:
     return values
 
 
-def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
-    from s3_hf.pipeline import S3Config, S3Pipeline
+def _config(task: str, seed: int, cli, gold: tuple[str, str], run_dir: Path, method: list[str], **overrides: Any):
+    """The run's S3Config: the same gold splits, LLM and recipe for every method of one task and seed."""
+    from s3_hf.pipeline import S3Config
 
-    run_dir = Path(cli.out) / task / f"seed{seed}"
-    config = S3Config(
+    return S3Config(
         task=task,
-        method=["s3", *cli.baselines],
+        method=method,
         rounds=cli.rounds,
         output_dir=str(run_dir),
         gold=gold[0],
@@ -152,8 +155,15 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         model=cli.model,
         seed=seed,
         publish=False,
-        **_recipe(cli),
+        **{**_recipe(cli), **overrides},
     )
+
+
+def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
+    from s3_hf.pipeline import S3Pipeline
+
+    run_dir = Path(cli.out) / task / f"seed{seed}"
+    config = _config(task, seed, cli, gold, run_dir, ["s3", *(b for b in cli.baselines if b in CONFIG_BASELINES)])
     pipeline = S3Pipeline(config)
     if cli.report_only:  # what the finished run recorded; no LLM, no training
         state = json.loads((run_dir / "state.json").read_text(encoding="utf-8"))
@@ -183,12 +193,19 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         "usage": usage,
     }
     for name in cli.baselines:
+        if name == SAME_TOKENS:
+            continue
         info = state.get(name) or {}
         # seed_same_size and goldgen start from S3's seed (replayed from the cache): its cost counts for them too;
         # so does zerogen when S3's seed is written with ZeroGen's prompt (its first requests are the seed's)
         shares_seed = name in ("seed_same_size", "goldgen") or (name == "zerogen" and config.seed_prompt == "zerogen")
         # its own rows already hold the seed's, so only they count as new rows
         result[name] = _method(info, [seed_round, info] if shares_seed else [info], trained=[info], rows_of=[info])
+    same_tokens_rows: list[dict[str, Any]] | None = None
+    if SAME_TOKENS in cli.baselines:
+        same = _same_tokens_run(task, seed, cli, gold, run_dir, result, state)
+        if same is not None:
+            result[SAME_TOKENS], same_tokens_rows = same
     # what each method added to the training data beyond S3's seed (rows from the run's files)
     from s3_hf.dedup import normalise_text
 
@@ -203,12 +220,60 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         ],
         "s3_seed_only": seed_rows,
         "gold": gold_train_rows(task, gold[0], last["train_rows"], seed),
-        **{name: pipeline._read(pipeline.baseline_path(name)) for name in cli.baselines},
+        **{name: pipeline._read(pipeline.baseline_path(name)) for name in cli.baselines if name in CONFIG_BASELINES},
     }
+    if same_tokens_rows is not None:
+        trained_rows[SAME_TOKENS] = same_tokens_rows
     seed_texts = {normalise_text(r[field]) for r in seed_rows}
     for name, rows in trained_rows.items():
         result[name]["profile"] = data_profile(rows, field, set() if name == "s3_seed_only" else seed_texts)
     return result
+
+
+def same_token_rows(s3_tokens: int | None, zerogen_tokens_per_row: float | None) -> int | None:
+    """How many rows ZeroGen's prompt writes for S3's LLM tokens, at ZeroGen's measured tokens per row (``None`` when
+    either is unknown)."""
+    if not s3_tokens or not zerogen_tokens_per_row:
+        return None
+    return max(1, round(s3_tokens / zerogen_tokens_per_row))
+
+
+def _same_tokens_run(
+    task: str, seed: int, cli, gold: tuple[str, str], run_dir: Path, result: dict[str, Any], state: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The ``zerogen_same_tokens`` baseline of one seed: ZeroGen's prompt, as many rows as S3's tokens buy, trained
+    like the others. It runs in ``<run>/zerogen_same_tokens`` with the run's LLM cache copied in, so its first rows
+    are ZeroGen's (replayed) and only the rows beyond them are new calls. Returns its method entry and its rows;
+    ``None`` when it cannot run (ZeroGen's cost unknown) or, with ``--report-only``, has not run."""
+    import shutil
+
+    from s3_hf.pipeline import S3Pipeline
+
+    target = same_token_rows(result["s3"].get("tokens"), result.get("zerogen", {}).get("tokens_per_row"))
+    if target is None:
+        print(f"[quality] {task} seed {seed}: {SAME_TOKENS} skipped (S3's or ZeroGen's cost unknown)", file=sys.stderr)
+        return None
+    sub = run_dir / SAME_TOKENS
+    pipeline = S3Pipeline(_config(task, seed, cli, gold, sub, ["zerogen"], baseline_size=target))
+    if cli.report_only:
+        state_file = sub / "state.json"
+        sub_state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else {}
+        if "zerogen.train" not in sub_state.get("done", []):
+            print(f"[quality] {task} seed {seed}: {SAME_TOKENS} not finished, left out", file=sys.stderr)
+            return None
+    else:
+        if not (sub / "llm_cache").exists() and (run_dir / "llm_cache").is_dir():
+            shutil.copytree(run_dir / "llm_cache", sub / "llm_cache")
+        sub_state = pipeline.run()["state"]
+    info = sub_state["zerogen"]
+    # its tokens: what ZeroGen's rows cost in the main run (S3's seed too when ZeroGen shares it), plus its own calls
+    synthesized = ([state["s3"]["rounds"]["0"]] if pipeline.config.seed_prompt == "zerogen" else []) + [
+        state.get("zerogen") or {},
+        info,
+    ]
+    method = _method(info, synthesized, trained=[info], rows_of=[info])
+    method["target_rows"] = target
+    return method, pipeline._read(pipeline.baseline_path("zerogen"))
 
 
 def _method(
@@ -247,8 +312,10 @@ def _method(
     }
 
 
-METHODS = ("zerogen", "seed_same_size", "goldgen", "s3_seed_only", "s3", "gold")
-BASELINES = ("zerogen", "seed_same_size", "goldgen")
+SAME_TOKENS = "zerogen_same_tokens"  # quality.py's own baseline: ZeroGen with as many rows as S3's tokens buy
+METHODS = ("zerogen", SAME_TOKENS, "seed_same_size", "goldgen", "s3_seed_only", "s3", "gold")
+CONFIG_BASELINES = ("zerogen", "seed_same_size", "goldgen")  # the pipeline's own (S3Config.method)
+BASELINES = (*CONFIG_BASELINES, SAME_TOKENS)
 # two-sided 95% t quantiles by degrees of freedom (scipy-free)
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -432,7 +499,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(r["task"] for r in results))
-    methods = [m for m in ("zerogen", "seed_same_size", "goldgen", "s3", "gold") if any(m in r for r in results)]
+    methods = [m for m in METHODS if m != "s3_seed_only" and any(m in r for r in results)]
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(tasks), 3.2), dpi=100)
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
@@ -517,6 +584,11 @@ def main(argv: list[str] | None = None) -> int:
         "--report-only", action="store_true", help="run nothing: print the table from the runs already finished"
     )
     cli = parser.parse_args(argv)
+    unknown = [b for b in cli.baselines if b not in BASELINES]
+    if unknown:
+        parser.error(f"--baselines: unknown {unknown}; choose from {BASELINES}")
+    if SAME_TOKENS in cli.baselines and "zerogen" not in cli.baselines:
+        parser.error(f"--baselines: {SAME_TOKENS} needs zerogen too (its size comes from ZeroGen's tokens per row)")
     out = Path(cli.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -63,3 +63,43 @@ def test_data_profile_leaves_out_the_seed_rows(quality):
     assert profile["words"] == pytest.approx(5.0)
     assert profile["majority_label"] == pytest.approx(2 / 3)
     assert profile["distinct2"] is None  # 12 bigrams < the default size
+
+
+def test_same_token_rows_buys_zerogen_rows_with_s3s_tokens(quality):
+    assert quality.same_token_rows(31_967, 132.6) == 241
+    assert quality.same_token_rows(100, 132.6) == 1  # never an empty training set
+    assert quality.same_token_rows(None, 132.6) is None
+    assert quality.same_token_rows(31_967, None) is None
+
+
+@pytest.mark.parametrize(
+    ("baselines", "message"),
+    [(["zerogen_same_tokens"], "needs zerogen too"), (["zerogen", "zerogen_twice"], "unknown ['zerogen_twice']")],
+)
+def test_bad_baselines_are_refused_before_anything_runs(quality, tmp_path, capsys, baselines, message):
+    with pytest.raises(SystemExit) as exit_info:
+        quality.main(["--baselines", *baselines, "--out", str(tmp_path / "q"), "--report-only"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()  # refused before the output folder is made
+
+
+def test_render_pairs_s3_with_the_equal_cost_baseline(quality):
+    def method(test, rows, tokens):
+        return {"rows": rows, "test": test, "tokens": tokens, "tokens_per_row": tokens / rows, "seconds": 1.0}
+
+    results = [
+        {
+            "task": "imdb",
+            "seed": seed,
+            "s3": method(s3, 80, 32_000),
+            "zerogen": method(0.74, 80, 10_600),
+            "zerogen_same_tokens": method(z, 241, 32_000),
+        }
+        for seed, (s3, z) in enumerate([(0.76, 0.75), (0.78, 0.75), (0.75, 0.76)], start=1)
+    ]
+    table = quality.render(results)
+    row = next(line for line in table.splitlines() if "s3 − zerogen_same_tokens" in line)
+    assert "per seed +1.00, +3.00, -1.00" in row
+    assert "+1.00 [" in row  # the mean paired difference, then its interval
+    assert any(line.startswith("| imdb | zerogen_same_tokens | 241 |") for line in table.splitlines())
