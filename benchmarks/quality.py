@@ -35,7 +35,8 @@ read through :mod:`s3_hf.builders`), scored on the same RTE test set: a check of
 Prints the table (per method: test accuracy, or SQuAD EM / F1 for QA, as mean ± sample std over seeds; LLM tokens
 and seconds of synthesis + training + evaluation, as recorded when each stage ran, so resumed runs keep their
 times; a baseline that shares S3's seed counts the seed's calls too), then a profile of the rows each method added
-beyond S3's seed (count, words per row, distinct-2 at a fixed bigram count, majority-label share), and writes
+beyond S3's seed (count, words per row, distinct-2 at a fixed bigram count, majority-label share) and S3's
+accuracy per round and seed (what the round gate kept), and writes
 ``<out>/quality.md``, ``<out>/quality.json`` and ``<out>/quality.png``. Runs resume (each run is an S3 output folder).
 
     python benchmarks/quality.py --tasks imdb qnli --seeds 1 2 3 4 5 --out runs/quality
@@ -192,6 +193,17 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         "gold": {**_method(gold_result, []), "seconds": gold_result.get("seconds"), "tokens": 0},
         "usage": usage,
     }
+    # S3's path through its rounds: what the round gate saw (validation) and what it kept
+    result["s3"]["rounds"] = [
+        {
+            "round": int(k),
+            "validation": rounds[k].get("validation"),
+            "test": rounds[k].get("test"),
+            "kept": rounds[k].get("round_kept", True),
+            "new_rows": rounds[k].get("new_rows"),
+        }
+        for k in sorted(rounds, key=int)
+    ]
     for name in cli.baselines:
         if name == SAME_TOKENS:
             continue
@@ -458,7 +470,34 @@ def render(results: list[dict[str, Any]]) -> str:
                     f"| {task} | **s3 − {baseline}** ({name}; per seed {per_seed}) | | {paired_interval(gains)} "
                     f"(mean, 95% CI{test}) | | | | | {len(paired)} |"
                 )
-    return "\n".join(lines + ["", render_profiles(results)])
+    return "\n".join(lines + ["", render_profiles(results), "", render_rounds(results)])
+
+
+def render_rounds(results: list[dict[str, Any]]) -> str:
+    """S3's test (and validation) accuracy per seed, seed round first; a round the gate set aside in brackets, and
+    the final model's (the last kept round's) in bold. Without it a mean hides a seed whose rounds were all set
+    aside, where every equal-rows baseline trains on S3's seed alone."""
+    lines = ["| task | seed | S3 test (validation) per round, set-aside rounds in [brackets] | rows per round |"]
+    lines.append("|---|---|---|---|")
+    for r in results:
+        rounds = r["s3"].get("rounds") or []
+        if not rounds:
+            continue
+        qa = _is_qa(r["task"])
+        scale = 1 if qa else 100
+        last_kept = max(x["round"] for x in rounds if x["kept"])
+        cells = []
+        for x in rounds:
+            if x["test"] is None:
+                cells.append("-")
+                continue
+            cell = f"{scale * x['test']:.1f}"
+            if x["validation"] is not None:
+                cell += f" ({scale * x['validation']:.1f})"
+            cells.append(f"**{cell}**" if x["round"] == last_kept else cell if x["kept"] else f"[{cell}]")
+        rows = " + ".join(str(x["new_rows"]) for x in rounds)
+        lines.append(f"| {r['task']} | {r['seed']} | {' → '.join(cells)} | {rows} |")
+    return "\n".join(lines)
 
 
 def render_profiles(results: list[dict[str, Any]]) -> str:

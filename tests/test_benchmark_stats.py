@@ -103,3 +103,13 @@ def test_render_pairs_s3_with_the_equal_cost_baseline(quality):
     assert "per seed +1.00, +3.00, -1.00" in row
     assert "+1.00 [" in row  # the mean paired difference, then its interval
     assert any(line.startswith("| imdb | zerogen_same_tokens | 241 |") for line in table.splitlines())
+
+
+def test_render_rounds_marks_set_aside_rounds_and_the_final_model(quality):
+    rounds = [
+        {"round": 0, "validation": 0.73, "test": 0.74, "kept": True, "new_rows": 48},
+        {"round": 1, "validation": 0.76, "test": 0.77, "kept": True, "new_rows": 20},
+        {"round": 2, "validation": 0.70, "test": 0.69, "kept": False, "new_rows": 23},
+    ]
+    table = quality.render_rounds([{"task": "imdb", "seed": 3, "s3": {"rounds": rounds}}])
+    assert "| imdb | 3 | 74.0 (73.0) → **77.0 (76.0)** → [69.0 (70.0)] | 48 + 20 + 23 |" in table
