@@ -279,10 +279,8 @@ def _same_tokens_run(
         sub_state = pipeline.run()["state"]
     info = sub_state["zerogen"]
     # its tokens: what ZeroGen's rows cost in the main run (S3's seed too when ZeroGen shares it), plus its own calls
-    synthesized = ([state["s3"]["rounds"]["0"]] if pipeline.config.seed_prompt == "zerogen" else []) + [
-        state.get("zerogen") or {},
-        info,
-    ]
+    shared_seed = [state["s3"]["rounds"]["0"]] if pipeline.config.seed_prompt == "zerogen" else []
+    synthesized = [*shared_seed, state.get("zerogen") or {}, info]
     method = _method(info, synthesized, trained=[info], rows_of=[info])
     method["target_rows"] = target
     return method, pipeline._read(pipeline.baseline_path("zerogen"))
