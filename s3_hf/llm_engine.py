@@ -286,6 +286,8 @@ class LLMEngine:
                         last = "timeout"
                     except openai.APIConnectionError:
                         last = "connection"
+                        if self._local_server is not None:
+                            self._local_server.check_alive()  # a dead server is an error of the run, not a retry
                     except openai.InternalServerError as err:
                         last = str(err.status_code)
                     except openai.APIStatusError as err:

@@ -184,9 +184,7 @@ class LocalLLMServer:
         url = f"http://127.0.0.1:{port}/v1/models"
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise LocalLLMError(
-                    f"llama.cpp server exited with code {proc.returncode}; log {log_path}:\n{_tail(log_path)}"
-                )
+                raise _exited(proc, port, log_path)
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
@@ -212,6 +210,13 @@ class LocalLLMServer:
                 proc.kill()
                 proc.wait(timeout=5)
         _LIVE.discard(self)
+
+    def check_alive(self) -> None:
+        """Raise :class:`LocalLLMError` (how the server ended, its log tail) when a started server has exited, e.g.
+        killed by the kernel mid-run; a connection error from a dead server is then not worth retrying."""
+        for proc, port, log_path in self._procs:
+            if proc.poll() is not None:
+                raise _exited(proc, port, log_path)
 
     @property
     def running(self) -> bool:
@@ -278,6 +283,25 @@ def _serve_spawns(requests: queue.SimpleQueue) -> None:
             done.set_result(subprocess.Popen(command, preexec_fn=preexec_fn, **popen_kwargs))
         except BaseException as err:  # handed back to the caller of _spawn
             done.set_exception(err)
+
+
+def _exited(proc: subprocess.Popen, port: int, log_path: Path) -> LocalLLMError:
+    """The error for a server that has exited: its exit code or signal (with what to do about SIGILL) and log tail."""
+    code = proc.returncode
+    if code is not None and code < 0:
+        try:
+            how = f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"was killed by signal {-code}"
+        if code == -signal.SIGILL:
+            how += (
+                " (illegal instruction: llama-cpp-python was built for CPU features this machine does not run, e.g. "
+                "AMX; reinstall it with `make install`, which builds it without AMX, or with CMAKE_ARGS naming the "
+                "features to leave out)"
+            )
+    else:
+        how = f"exited with code {code}"
+    return LocalLLMError(f"llama.cpp server on port {port} {how}; log {log_path}:\n{_tail(log_path)}")
 
 
 def _tail(path: Path, chars: int = 2000) -> str:

@@ -473,3 +473,50 @@ def test_save_summary_writes_json_atomically(tmp_path):
         path = engine.save_summary(tmp_path / "out" / "summary.json")
     assert json.loads(Path(path).read_text())["report"]["requested"] == 2
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["summary.json"]
+
+
+DYING_SERVER = """
+import http.server, json, os, signal, sys
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # the readiness probe: /v1/models
+        body = json.dumps({"object": "list", "data": [{"id": "local", "object": "model"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):  # the first completion kills the server, as llama.cpp's AMX kernels did on a CPU without them
+        print("about to run an instruction this CPU does not have", flush=True)
+        os.kill(os.getpid(), signal.SIGILL)
+
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_a_local_server_that_dies_mid_run_fails_the_run_with_its_signal_and_log(tmp_path, monkeypatch):
+    """A local server killed mid-run (here by SIGILL) is an error naming the signal, what to do and the server's log,
+    raised on the first failed call; not every request rejected as ``api_error_connection`` after its retries."""
+    from s3_hf import local_llm
+
+    script = tmp_path / "dying_server.py"
+    script.write_text(DYING_SERVER)
+    monkeypatch.setattr(local_llm, "llama_cpp_available", lambda: True)
+    monkeypatch.setattr(
+        local_llm.LocalLLMServer, "command", lambda self, port: [sys.executable, str(script), str(port)]
+    )
+    monkeypatch.setenv("S3_HF_CACHE", str(tmp_path / "home"))
+    config = LLMConfig(
+        local_replicas=1, max_retries=6, backoff_s=2.0, cache_dir=str(tmp_path / "cache"), progress=False
+    )
+    started = time.monotonic()
+    with LLMEngine(config) as engine, pytest.raises(local_llm.LocalLLMError) as raised:
+        engine.generate(make_requests(3), stage="seed")
+    message = str(raised.value)
+    assert "was killed by SIGILL" in message and "illegal instruction" in message and "make install" in message
+    assert "about to run an instruction this CPU does not have" in message  # the server's log tail
+    assert time.monotonic() - started < 10, "retried a dead server with backoff (6 retries from 2 s)"
