@@ -47,7 +47,7 @@ _LIVE: weakref.WeakSet[LocalLLMServer] = weakref.WeakSet()
 
 
 class LocalLLMError(S3Error, RuntimeError):
-    """The local llama.cpp server could not be started."""
+    """The local llama.cpp server could not be started, or died while running."""
 
 
 def llama_cpp_available() -> bool:
