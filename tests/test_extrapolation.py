@@ -251,6 +251,32 @@ def test_description_view_writes_candidates_from_the_llm_description_not_the_gol
     ).to_dict()
 
 
+def test_a_long_description_is_cut_to_its_leading_sentences_not_re_asked():
+    """A description over MAX_DESCRIPTION_WORDS keeps its leading sentences within the limit (no re-ask); one whose
+    first sentence alone is over it is ``long_summary`` (its error gets no candidates)."""
+    from s3_hf.extrapolation import MAX_DESCRIPTION_WORDS
+
+    first = "A review of a slow film with a senseless ending that bored the whole audience."
+    rambling = " ".join(["and then it went on"] * 20)
+
+    def responder(request):
+        prompt = user_prompt(request)
+        if request.key["stage"] == "describe":
+            if "plot dragged" in prompt:  # two sentences fit, the third would not
+                return {"summary": f"{first} The tone is flat. The reviewer also says {rambling}."}
+            return {"summary": f"The reviewer says {rambling}."}  # one sentence, far over the limit
+        return {"text": f"Candidate {request.meta['sample']} written anew for training about a slow film."}
+
+    engine = FakeEngine(responder)
+    extrapolator = ErrorExtrapolator("imdb", engine, examples_per_error=1, error_view="description", max_attempts=1)
+    outcome = extrapolator.extrapolate(IMDB_ERRORS[:2])
+    candidates = [r for _, _, r in engine.seen if r.key["stage"] == "extrapolate"]
+    assert len(candidates) == 1
+    assert candidates[0].key["description"] == f"{first} The tone is flat."
+    assert len(candidates[0].key["description"].split()) <= MAX_DESCRIPTION_WORDS
+    assert outcome.described == 2 and outcome.rejected == {"no_description": 1}
+
+
 def test_description_view_config_errors_name_the_field(monkeypatch):
     with pytest.raises(S3ConfigError, match="error_view must be one of .*'summary'"):
         ErrorExtrapolator("imdb", FakeEngine(described_responder), error_view="summary")
