@@ -40,6 +40,8 @@ accuracy per round and seed (what the round gate kept), and writes
 ``<out>/quality.md``, ``<out>/quality.json`` and ``<out>/quality.png``. Runs resume (each run is an S3 output folder).
 
     python benchmarks/quality.py --tasks imdb qnli --seeds 1 2 3 4 5 --out runs/quality
+    python benchmarks/quality.py --tasks imdb --seeds 1 2 3 --max-errors 36 --out runs/q36 --report-only \\
+        --paired-with runs/q12   # the same seeds at 36 against 12 errors a round, per method
     python benchmarks/quality.py --tasks imdb --seeds 1 --seed-size 12 --max-errors 6 --validation-size 40 \\
         --test-size 100 --rounds 1 --error-pool-size 100 --out /tmp/quality-smoke   # a smoke run
 """
@@ -456,7 +458,9 @@ def render(results: list[dict[str, Any]]) -> str:
         for baseline in BASELINES:
             for key, name in (("test_exact_match", "EM"), ("test", "F1")) if qa else (("test", "acc"),):
                 paired = [
-                    r for r in runs if baseline in r and r["s3"].get(key) is not None and r[baseline].get(key) is not None
+                    r
+                    for r in runs
+                    if baseline in r and r["s3"].get(key) is not None and r[baseline].get(key) is not None
                 ]
                 if not paired:
                     continue  # the same seed's S3 minus its baseline, then the mean and a 95% interval over seeds
@@ -469,6 +473,40 @@ def render(results: list[dict[str, Any]]) -> str:
                     f"(mean, 95% CI{test}) | | | | | {len(paired)} |"
                 )
     return "\n".join(lines + ["", render_profiles(results), "", render_rounds(results)])
+
+
+def render_paired_with(results: list[dict[str, Any]], other: list[dict[str, Any]], other_name: str) -> str:
+    """Each method's paired difference between two protocols on the seeds both ran (e.g. 36 against 12 errors a round
+    from the same seed stage): this folder's test score minus ``other``'s, per seed, then the mean with its 95% t
+    interval and the sign-flip p-value."""
+    lines = [
+        f"| task | method | this − {other_name} (mean [95% CI]) | sign-flip p | per seed | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    index = {(r["task"], r["seed"]): r for r in other}
+    for task in dict.fromkeys(r["task"] for r in results):
+        for method in METHODS:
+            pairs = [
+                (r, index[(task, r["seed"])])
+                for r in results
+                if r["task"] == task
+                and (task, r["seed"]) in index
+                and method in r
+                and method in index[(task, r["seed"])]
+                and r[method].get("test") is not None
+                and index[(task, r["seed"])][method].get("test") is not None
+            ]
+            if not pairs:
+                continue
+            mine, theirs = [a for a, _ in pairs], [b for _, b in pairs]
+            gains = [x - y for x, y in zip(_scores(mine, method), _scores(theirs, method))]
+            p = sign_flip_p(gains)
+            lines.append(
+                f"| {task} | {method} | {paired_interval(gains)} | {'-' if p is None else f'{p:.3f}'} | "
+                f"{', '.join(f'{g:+.2f}' for g in gains)} (seeds {', '.join(str(a['seed']) for a in mine)}) | "
+                f"{len(gains)} |"
+            )
+    return "\n".join(lines)
 
 
 def render_rounds(results: list[dict[str, Any]]) -> str:
@@ -620,6 +658,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--report-only", action="store_true", help="run nothing: print the table from the runs already finished"
     )
+    parser.add_argument(
+        "--paired-with",
+        default=None,
+        help="another --out folder of the same tasks and seeds (e.g. the same protocol at another --max-errors): also "
+        "print each method's paired difference, this folder minus that one, on the seeds both finished",
+    )
     cli = parser.parse_args(argv)
     unknown = [b for b in cli.baselines if b not in BASELINES]
     if unknown:
@@ -654,6 +698,14 @@ def main(argv: list[str] | None = None) -> int:
         table += (
             f"\n\nAuthors' released RTE rounds ({release.get('train_rows')} rows, through the builders): "
             f"test accuracy {100 * release['test']:.2f}% with the same small model and recipe."
+        )
+    if cli.paired_with:
+        other_file = Path(cli.paired_with) / "quality.json"
+        if not other_file.is_file():
+            parser.error(f"--paired-with: {other_file} not found (run quality.py with --out {cli.paired_with} first)")
+        other = json.loads(other_file.read_text(encoding="utf-8"))
+        table += f"\n\nPaired with {cli.paired_with}:\n\n" + render_paired_with(
+            results, other, Path(cli.paired_with).name
         )
     plot(results, out / "quality.png")
     (out / "quality.md").write_text(table + "\n", encoding="utf-8")

@@ -113,3 +113,25 @@ def test_render_rounds_marks_set_aside_rounds_and_the_final_model(quality):
     ]
     table = quality.render_rounds([{"task": "imdb", "seed": 3, "s3": {"rounds": rounds}}])
     assert "| imdb | 3 | 74.0 (73.0) → **77.0 (76.0)** → [69.0 (70.0)] | 48 + 20 + 23 |" in table
+
+
+def test_paired_with_pairs_each_method_by_task_and_seed_only(quality):
+    """``--paired-with``: this folder's score minus the other's on the same task and seed, per method; seeds or
+    methods only one side has, and unscored runs, are left out."""
+
+    def run(seed, s3, zerogen=None):
+        out = {"task": "imdb", "seed": seed, "s3": {"test": s3}}
+        if zerogen is not None:
+            out["zerogen"] = {"test": zerogen}
+        return out
+
+    mine = [run(1, 0.78, 0.70), run(2, 0.72, 0.71), run(3, 0.77), run(4, 0.80, 0.60)]
+    other = [run(2, 0.70, 0.71), run(1, 0.75, 0.70), run(3, 0.74, 0.69), run(5, 0.50, 0.50)]
+    other[2]["s3"]["test"] = None  # seed 3 unscored on the other side
+    table = quality.render_paired_with(mine, other, "q12")
+    rows = {line.split(" | ")[1]: line for line in table.splitlines()[2:]}
+    assert set(rows) == {"s3", "zerogen"}
+    assert "+3.00, +2.00 (seeds 1, 2)" in rows["s3"] and rows["s3"].endswith("| 2 |")
+    assert quality.paired_interval([3.0, 2.0]) in rows["s3"]
+    assert "+0.00, +0.00 (seeds 1, 2)" in rows["zerogen"]
+    assert "this − q12" in table.splitlines()[0]
