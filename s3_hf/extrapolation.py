@@ -67,8 +67,8 @@ from .verification import apply_verifiers, example_digest, shown_example
 ErrorsInput = Any  # datasets.Dataset | Iterable[dict] | str | Path
 
 # a description outside these word counts is re-asked: it is meant to be a sentence or two, neither a title nor a
-# retelling. A longer one is first cut to its leading sentences within the limit (measured on 656 description replies
-# of the 36-error IMDb benchmark, seeds 2-8: 59 were too long, and every one had such leading sentences), so it costs no re-ask.
+# retelling. A longer one is first cut to its leading sentences within the limit, so it costs no re-ask (measured on
+# 656 description replies of the 36-error IMDb benchmark, seeds 2-8: 59 were too long, and each had such sentences).
 MIN_DESCRIPTION_WORDS, MAX_DESCRIPTION_WORDS = 3, 60
 
 
