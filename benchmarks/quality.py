@@ -487,14 +487,11 @@ def render_paired_with(results: list[dict[str, Any]], other: list[dict[str, Any]
     for task in dict.fromkeys(r["task"] for r in results):
         for method in METHODS:
             pairs = [
-                (r, index[(task, r["seed"])])
-                for r in results
-                if r["task"] == task
-                and (task, r["seed"]) in index
-                and method in r
-                and method in index[(task, r["seed"])]
-                and r[method].get("test") is not None
-                and index[(task, r["seed"])][method].get("test") is not None
+                (mine, theirs)
+                for mine in results
+                if mine["task"] == task
+                and (theirs := index.get((task, mine["seed"]))) is not None
+                and all((run.get(method) or {}).get("test") is not None for run in (mine, theirs))
             ]
             if not pairs:
                 continue

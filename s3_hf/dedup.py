@@ -33,6 +33,17 @@ REASON_NEAR_DUPLICATE = "near_duplicate"
 
 _NON_WORD = re.compile(r"[^\w\s]+")
 _SPACES = re.compile(r"\s+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def split_sentences(text: str) -> list[tuple[int, str]]:
+    """``(start offset, sentence)`` pairs of a paragraph (a simple, deterministic splitter)."""
+    spans, start = [], 0
+    for match in _SENTENCE.finditer(text):
+        spans.append((start, text[start : match.start()]))
+        start = match.end()
+    spans.append((start, text[start:]))
+    return [(s, t) for s, t in spans if t.strip()]
 
 
 def normalise_text(text: str) -> str:

@@ -35,9 +35,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .dedup import Deduplicator, normalise_text
+from .dedup import Deduplicator, normalise_text, split_sentences
 from .errors import S3ConfigError, S3DataError
-from .gold import split_sentences
 from .output_parsing import delimit_data
 from .prompts import (
     ERROR_VIEWS,
@@ -428,10 +427,11 @@ def _description_validator(shown_text: str):
         summary = obj.get("summary") if isinstance(obj, dict) else None
         if not isinstance(summary, str) or not " ".join(summary.split()):
             return None, "missing_summary"
-        summary = " ".join(summary.split())
-        if len(summary.split()) < MIN_DESCRIPTION_WORDS:
+        words = summary.split()
+        summary = " ".join(words)
+        if len(words) < MIN_DESCRIPTION_WORDS:
             return None, "short_summary"
-        if len(summary.split()) > MAX_DESCRIPTION_WORDS:
+        if len(words) > MAX_DESCRIPTION_WORDS:
             summary = _leading_sentences(summary, MAX_DESCRIPTION_WORDS)
             if len(summary.split()) < MIN_DESCRIPTION_WORDS:
                 return None, "long_summary"

@@ -31,25 +31,14 @@ import datasets
 import numpy as np
 
 from . import assets
-from .dedup import normalise_text
+from .dedup import normalise_text, split_sentences
 from .errors import S3ConfigError, S3DataError
 from .tasks import TaskSpec, get_task
 
 SPLIT_SEED = 20231206
 IMDB_VALIDATION_SIZE = 1000
 IMDB_TEST_SIZE = 2000
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-def split_sentences(text: str) -> list[tuple[int, str]]:
-    """``(start offset, sentence)`` pairs of a paragraph (a simple, deterministic splitter)."""
-    spans, start = [], 0
-    for match in _SENTENCE.finditer(text):
-        spans.append((start, text[start : match.start()]))
-        start = match.end()
-    spans.append((start, text[start:]))
-    return [(s, t) for s, t in spans if t.strip()]
 
 
 # ---------------------------------------------------------------------- offline sources
