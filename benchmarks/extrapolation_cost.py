@@ -4,9 +4,9 @@ One LLM engine (the embedded llama.cpp server by default; no response cache, so 
 side on the same real gold "errors" (label-balanced IMDb pool rows):
 
 - ``seed``: seed synthesis of as many requests (the reference: short prompts);
-- ``v3``: the earlier extrapolation prompt (example first, 1,000 characters of it, one candidate per error, no
-  request affinity) — the "before" of issue 14;
-- every ``--variants`` entry: the current kit with a setting changed: ``default`` (the shipped prompts, k candidates,
+- every ``--variants`` entry: ``v3``, the earlier extrapolation prompt (example first, 1,000 characters of it, one
+  candidate per error, no request affinity) — the "before" of issue 14; or the current kit with a setting changed:
+  ``default`` (the shipped prompts, k candidates,
   the shipped character budget, the contrastive neighbour), ``nocontrast`` (what runs ship with), ``copy_note``
   (``nocontrast``, but a copy is shown back to the model with :data:`~s3_hf.prompts.COPY_RETRY` instead of re-asked
   by the same prompt), ``short`` (``nocontrast`` with 300 characters of the error shown, not 600), ``describe``
@@ -17,7 +17,13 @@ For each: requests, API calls (and why they exceed requests), accepted rows afte
 verifier, prompt / completion tokens per request, and generation + verification seconds per kept row, with the ratio
 to seed seconds per accepted row.
 
-    python benchmarks/extrapolation_cost.py --errors 12 --k 2
+``--logprob-servers both`` runs all of it twice, on two engines one after the other: ``off`` (one set of embedded
+servers keeps every prompt token's logits and answers everything, as before) and ``on`` (requests with logprobs, i.e.
+the verifier's, get servers of their own, so the servers that write text keep only the last token's logits). Each
+engine's servers are started, and the verifier's warmed by one call, before anything is timed.
+
+    python benchmarks/extrapolation_cost.py --errors 12 --k 2 --variants v3 default nocontrast
+    python benchmarks/extrapolation_cost.py --errors 10 --k 2 --variants describe --logprob-servers both
 """
 
 from __future__ import annotations
@@ -97,56 +103,37 @@ def run_variant(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--errors", type=int, default=12, help="gold rows extrapolated (label-balanced)")
-    parser.add_argument("--k", type=int, default=2, help="candidates per error of the current kit")
-    parser.add_argument("--variants", nargs="*", default=["default", "nocontrast", "copy_note", "short"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--local-model", default="qwen2.5-coder-0.5b")
-    parser.add_argument("--base-url", default=None)
-    parser.add_argument("--model", default="local")
-    parser.add_argument("--out", default="runs/extrapolation_cost")
-    cli = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
+def measure(cli, config, spec, errors, pool, label: str) -> list[dict[str, Any]]:
+    """Seed synthesis, then every variant, on one engine built from ``config``; rows named ``<label>variant``."""
     from s3_hf.config import S3Config
-    from s3_hf.gold import load_gold
-    from s3_hf.llm_engine import LLMConfig, LLMEngine
+    from s3_hf.llm_engine import LLMEngine
     from s3_hf.prompts import COPY_RETRY
     from s3_hf.synthesis import SeedSynthesizer, make_deduplicator
-    from s3_hf.tasks import get_task
+    from s3_hf.verification import LLMLabelVerifier
 
-    spec = get_task("imdb")
     defaults = S3Config()
-    rows = load_gold(spec, "offline")["train"].shuffle(seed=cli.seed).select(range(400)).to_list()
-    rng = random.Random(cli.seed)
-    by_label = {label: [r for r in rows if r["label"] == label] for label in (0, 1)}
-    errors = [by_label[i % 2][i // 2] for i in range(cli.errors)]
-    pool = [r for r in rows if r not in errors]
-    rng.shuffle(pool)
-    config = LLMConfig(
-        base_url=cli.base_url,
-        model=cli.model,
-        local_model=cli.local_model,
-        temperature=defaults.temperature,
-        max_tokens=defaults.max_tokens,
-        seed=cli.seed,
-        max_concurrency=defaults.max_concurrency,
-        local_replicas=defaults.local_replicas,
-    )
     v3 = dataclasses.replace(spec.prompts, extrapolate=V3_EXTRAPOLATE, contrast=None, version="3-benchmark")
+    noted = dataclasses.replace(spec.prompts, copy_retry=COPY_RETRY)
+    settings = {
+        "v3": dict(k=1, chars=1000, prompts=v3, contrast=False),
+        "default": dict(chars=defaults.max_example_chars, contrast=True, prompts=None),
+        "nocontrast": dict(chars=defaults.max_example_chars, contrast=False, prompts=None),
+        "copy_note": dict(chars=defaults.max_example_chars, contrast=False, prompts=noted),
+        "short": dict(chars=300, contrast=False, prompts=None),
+        "describe": dict(chars=defaults.max_example_chars, contrast=False, prompts=None, view="description"),
+    }
     results: list[dict[str, Any]] = []
     with LLMEngine(config) as engine:
+        LLMLabelVerifier(spec, engine).verdicts(errors[:1])  # starts the servers (the verifier's too) untimed
         synth = SeedSynthesizer(spec, engine, seed=cli.seed, deduplicator=make_deduplicator(spec))
-        synth.rationales(path=Path(cli.out) / "rationales.json")
+        synth.rationales(path=Path(cli.out) / f"{label}rationales.json")
         started = time.time()
         outcome = synth.generate(cli.errors * cli.k)
         seed_seconds = time.time() - started
         usage = engine.usage.total(stage="seed")
         results.append(
             {
-                "variant": "seed",
+                "variant": f"{label}seed",
                 "requests": outcome.requested,
                 "api_calls": outcome.api_calls,
                 "retries": dict(outcome.retries),
@@ -158,37 +145,90 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds_verification": 0.0,
             }
         )
-        common = dict(verify=True)
-        results.append(
-            run_variant("v3", engine, spec, errors, pool, k=1, chars=1000, prompts=v3, contrast=False, **common)
-        )
-        noted = dataclasses.replace(spec.prompts, copy_retry=COPY_RETRY)
-        settings = {
-            "default": dict(chars=defaults.max_example_chars, contrast=True, prompts=None),
-            "nocontrast": dict(chars=defaults.max_example_chars, contrast=False, prompts=None),
-            "copy_note": dict(chars=defaults.max_example_chars, contrast=False, prompts=noted),
-            "short": dict(chars=300, contrast=False, prompts=None),
-            "describe": dict(chars=defaults.max_example_chars, contrast=False, prompts=None, view="description"),
-        }
         for name in cli.variants:
-            results.append(run_variant(name, engine, spec, errors, pool, k=cli.k, **settings[name], **common))
-    seed_per_row = results[0]["seconds_generation"] / max(1, results[0]["accepted"])
+            options = {"k": cli.k, **settings[name]}
+            row = run_variant(name, engine, spec, errors, pool, verify=True, **options)
+            results.append({**row, "variant": f"{label}{name}"})
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--errors", type=int, default=12, help="gold rows extrapolated (label-balanced)")
+    parser.add_argument("--k", type=int, default=2, help="candidates per error of the current kit")
+    parser.add_argument(
+        "--variants", nargs="*", default=["v3", "default", "nocontrast", "copy_note", "short"], help="see above"
+    )
+    parser.add_argument(
+        "--logprob-servers",
+        choices=["on", "off", "both"],
+        default="on",
+        help="embedded LLM: give the verifier's logprob requests servers of their own (LLMConfig.local_logprob_servers)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--local-model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--base-url", default=None)
+    parser.add_argument("--model", default="local")
+    parser.add_argument("--out", default="runs/extrapolation_cost")
+    cli = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from s3_hf.config import S3Config
+    from s3_hf.gold import load_gold
+    from s3_hf.llm_engine import LLMConfig
+    from s3_hf.tasks import get_task
+
+    spec = get_task("imdb")
+    defaults = S3Config()
+    rows = load_gold(spec, "offline")["train"].shuffle(seed=cli.seed).select(range(400)).to_list()
+    rng = random.Random(cli.seed)
+    by_label = {label: [r for r in rows if r["label"] == label] for label in (0, 1)}
+    errors = [by_label[i % 2][i // 2] for i in range(cli.errors)]
+    pool = [r for r in rows if r not in errors]
+    rng.shuffle(pool)
+    modes = {"on": [True], "off": [False], "both": [False, True]}[cli.logprob_servers]
+    groups = []
+    for split in modes:
+        config = LLMConfig(
+            base_url=cli.base_url,
+            model=cli.model,
+            local_model=cli.local_model,
+            temperature=defaults.temperature,
+            max_tokens=defaults.max_tokens,
+            seed=cli.seed,
+            max_concurrency=defaults.max_concurrency,
+            local_replicas=defaults.local_replicas,
+            local_logprob_servers=split,
+        )
+        label = f"logprob servers {'on' if split else 'off'}: " if len(modes) > 1 else ""
+        groups.append(measure(cli, config, spec, errors, pool, label))
     lines = [
-        f"Extrapolation cost on {cli.errors} real IMDb rows (k={cli.k} for the current kit), one engine, no cache",
+        f"Extrapolation cost on {cli.errors} real IMDb rows (k={cli.k} for the current kit), one engine per group, "
+        "no cache",
         "",
         "| variant | requests | API calls (retries by reason) | accepted | kept by LLM verifier | prompt tok / call | "
-        "compl. tok / call | s per accepted row | s per kept row (incl. verify) | × seed s per row |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "compl. tok / call | s generation | s verification | s per accepted row | s per kept row (incl. verify) | "
+        "× seed s per row |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
-        per_accepted = r["seconds_generation"] / max(1, r["accepted"])
-        per_kept = (r["seconds_generation"] + r["seconds_verification"]) / max(1, r["kept"])
-        retries = ", ".join(f"{k} {v}" for k, v in sorted(r["retries"].items())) or "none"
-        lines.append(
-            f"| {r['variant']} | {r['requests']} | {r['api_calls']} ({retries}) | {r['accepted']} | {r['kept']} | "
-            f"{r['prompt_tokens']:.0f} | {r['completion_tokens']:.0f} | {per_accepted:.1f} | {per_kept:.1f} | "
-            f"{per_kept / seed_per_row:.2f} |"
-        )
+    for results in groups:
+        seed_per_row = results[0]["seconds_generation"] / max(1, results[0]["accepted"])
+        for r in results:
+            per_accepted = r["seconds_generation"] / max(1, r["accepted"])
+            per_kept = (r["seconds_generation"] + r["seconds_verification"]) / max(1, r["kept"])
+            retries = ", ".join(f"{k} {v}" for k, v in sorted(r["retries"].items())) or "none"
+            lines.append(
+                f"| {r['variant']} | {r['requests']} | {r['api_calls']} ({retries}) | {r['accepted']} | {r['kept']} | "
+                f"{r['prompt_tokens']:.0f} | {r['completion_tokens']:.0f} | {r['seconds_generation']:.1f} | "
+                f"{r['seconds_verification']:.1f} | {per_accepted:.1f} | {per_kept:.1f} | {per_kept / seed_per_row:.2f} |"
+            )
+    if len(groups) == 2:
+        lines += ["", "| variant | s generation + verification, on / off |", "|---|---|"]
+        for off, on in zip(*groups):
+            total_off = off["seconds_generation"] + off["seconds_verification"]
+            total_on = on["seconds_generation"] + on["seconds_verification"]
+            name = on["variant"].split(": ", 1)[1]
+            lines.append(f"| {name} | {total_on:.1f} / {total_off:.1f} = {total_on / max(total_off, 1e-9):.2f} |")
     table = "\n".join(lines)
     print(table)
     out = Path(cli.out)

@@ -115,6 +115,16 @@ class LLMConfig:
     )
     local_n_ctx: int = field(default=2048, metadata=_help("context size of the local server"))
     local_n_batch: int = field(default=512, metadata=_help("prompt batch size of the local server"))
+    local_logprob_servers: bool = field(
+        default=True,
+        metadata=_help(
+            "local llama.cpp: answer requests that ask for logprobs (the LLM verifier) from servers of their own, "
+            "started on the first such request, which keep every prompt token's logits as llama-cpp-python needs "
+            "for logprobs; the servers that write text then keep only the last token's, which makes their prompts "
+            "cheaper (benchmarks/extrapolation_cost.py --logprob-servers both). False: one set of servers keeps "
+            "every token's logits and answers everything"
+        ),
+    )
     progress: bool = field(default=True, metadata=_help("show tqdm progress bars"))
 
     def __post_init__(self):

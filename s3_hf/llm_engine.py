@@ -137,7 +137,8 @@ class LLMEngine:
         self.report = GenerationReport()
         self.cache = ResponseCache(self.config.cache_dir) if self.config.cache_dir else None
         self.limiter = RateLimiter(self.config.rpm, self.config.tpm)
-        self._local_server = None
+        # the embedded servers, keyed by whether they keep every prompt token's logits (needed for logprobs)
+        self._local_servers: dict[bool, Any] = {}
         self._json_mode = self.config.json_mode
         self._logprobs_ok = True
         if self._json_mode == "auto" and self.config.is_local:
@@ -154,25 +155,28 @@ class LLMEngine:
         """Log the run's summary (report and usage) and stop the local server if this engine started one."""
         if self.report.requested:
             logger.info("LLM usage:\n%s", self.summary())
-        if self._local_server is not None:
-            self._local_server.close()
-            self._local_server = None
+        while self._local_servers:
+            self._local_servers.popitem()[1].close()
 
-    def _base_urls(self) -> list[str]:
+    def _base_urls(self, logprobs: bool = False) -> list[str]:
+        """The endpoints to call; for the embedded LLM, the servers for requests with (or without) ``logprobs``,
+        started on first use."""
         if not self.config.is_local:
             return [url.strip() for url in self.config.base_url.split(",")]
-        if self._local_server is None:
+        logits_all = logprobs or not self.config.local_logprob_servers
+        if logits_all not in self._local_servers:
             from .local_llm import LocalLLMServer
 
-            self._local_server = LocalLLMServer(
+            self._local_servers[logits_all] = LocalLLMServer(
                 self.config.local_model,
                 n_ctx=self.config.local_n_ctx,
                 n_threads=self.config.local_threads,
                 n_batch=self.config.local_n_batch,
                 replicas=self.config.local_replicas or min(os.cpu_count() or 1, 4),
                 model_alias=self.config.model,
+                logits_all=logits_all,
             ).start()
-        return self._local_server.base_urls
+        return self._local_servers[logits_all].base_urls
 
     def _api_key(self) -> str:
         # servers without auth (vLLM, llama.cpp, TGI) accept any placeholder; the key itself is never stored
@@ -286,8 +290,8 @@ class LLMEngine:
                         last = "timeout"
                     except openai.APIConnectionError:
                         last = "connection"
-                        if self._local_server is not None:
-                            self._local_server.check_alive()  # a dead server is an error of the run, not a retry
+                        for server in list(self._local_servers.values()):
+                            server.check_alive()  # a dead server is an error of the run, not a retry
                     except openai.InternalServerError as err:
                         last = str(err.status_code)
                     except openai.APIStatusError as err:
@@ -467,7 +471,8 @@ class LLMEngine:
         requests = list(requests)
         if not requests:
             return []
-        base_urls = await asyncio.to_thread(self._base_urls)
+        # a call whose requests ask for logprobs (the verifier's) goes to the embedded servers that can give them
+        base_urls = await asyncio.to_thread(self._base_urls, any(r.logprobs is not None for r in requests))
         per_endpoint = 2 if self.config.is_local else self.config.max_concurrency
         clients = [
             openai.AsyncOpenAI(base_url=url, api_key=self._api_key(), max_retries=0, timeout=self.config.timeout_s)

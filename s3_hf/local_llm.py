@@ -74,6 +74,10 @@ class LocalLLMServer:
         log_dir: where ``llama-server-<port>.log`` files go (default ``<s3_hf cache>/logs``).
         startup_timeout_s: how long to wait for a server to answer ``GET /v1/models``.
         model_alias: the model name the server answers to.
+        logits_all: keep the logits of every prompt token. llama-cpp-python answers requests for ``logprobs`` only
+            then, but it also makes every prompt cost about 1.4x the CPU time (the output layer runs on each token);
+            :class:`~s3_hf.llm_engine.LLMEngine` starts its servers without it and gives requests with ``logprobs``
+            servers of their own.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class LocalLLMServer:
         log_dir: str | Path | None = None,
         startup_timeout_s: float = 180.0,
         model_alias: str = "local",
+        logits_all: bool = True,
     ):
         if replicas < 1:
             raise S3ConfigError(f"LocalLLMServer.replicas must be >= 1, got {replicas!r}")
@@ -102,6 +107,7 @@ class LocalLLMServer:
         self.log_dir = Path(log_dir) if log_dir else cache_dir() / "logs"
         self.startup_timeout_s = startup_timeout_s
         self.model_alias = model_alias
+        self.logits_all = logits_all
         self._procs: list[tuple[subprocess.Popen, int, Path]] = []
 
     @property
@@ -144,6 +150,8 @@ class LocalLLMServer:
             str(self.n_threads),
             "--n_batch",
             str(self.n_batch),
+            "--logits_all",
+            str(self.logits_all),
             "--interrupt_requests",
             "False",
             "--verbose",

@@ -520,3 +520,59 @@ def test_a_local_server_that_dies_mid_run_fails_the_run_with_its_signal_and_log(
     assert "was killed by SIGILL" in message and "illegal instruction" in message and "make rebuild-llama" in message
     assert "about to run an instruction this CPU does not have" in message  # the server's log tail
     assert time.monotonic() - started < 10, "retried a dead server with backoff (6 retries from 2 s)"
+
+
+class _RecordingLocalServer:
+    """Stands in for :class:`~s3_hf.local_llm.LocalLLMServer`: a loopback server per instance, recording how it was
+    asked to run. Without ``logits_all`` it answers logprobs with ``null``, as llama-cpp-python cannot give them."""
+
+    started: list[_RecordingLocalServer] = []
+
+    def __init__(self, model, *, logits_all=True, replicas=1, **kwargs):
+        self.logits_all, self.replicas, self.kwargs = logits_all, replicas, kwargs
+        self.server = FakeOpenAIServer(logprobs=logits_all)
+        self.closed = False
+
+    def start(self):
+        self.server.__enter__()
+        _RecordingLocalServer.started.append(self)
+        return self
+
+    @property
+    def base_urls(self):
+        return [self.server.url]
+
+    def check_alive(self):
+        pass
+
+    def close(self):
+        self.closed = True
+        self.server.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_the_embedded_llm_answers_logprob_requests_from_servers_of_their_own(monkeypatch, split):
+    """llama-cpp-python gives logprobs only from a server that keeps every prompt token's logits, which makes every
+    prompt cost more. So the engine writes text on servers without them and sends requests that ask for logprobs (the
+    verifier's) to servers of their own, started on the first such request; ``local_logprob_servers=False`` keeps
+    one set of servers with every token's logits for everything."""
+    from s3_hf import local_llm
+
+    monkeypatch.setattr(local_llm, "LocalLLMServer", _RecordingLocalServer)
+    _RecordingLocalServer.started = []
+    config = LLMConfig(local_replicas=2, local_logprob_servers=split, backoff_s=0.02, progress=False)
+    with LLMEngine(config) as engine:
+        written = engine.generate(make_requests(3), stage="seed")
+        assert [s.logits_all for s in _RecordingLocalServer.started] == [not split]  # the verifier's: not yet
+        verified = engine.generate(make_requests(2, logprobs=5), stage="verify")
+        again = engine.generate(make_requests(2), stage="extrapolate")
+    servers = _RecordingLocalServer.started
+    assert all(r.accepted for r in written + verified + again)
+    assert all(r.logprobs for r in verified), "a logprob request went to a server without every token's logits"
+    if split:
+        assert [s.logits_all for s in servers] == [False, True]
+        assert [s.server.stats()["ok"] for s in servers] == [5, 2]  # text on one set, verdicts on the other
+        assert all('"logprobs"' not in json.dumps(entry["body"]) for entry in servers[0].server.log)
+    else:
+        assert [s.logits_all for s in servers] == [True] and servers[0].server.stats()["ok"] == 7
+    assert all(s.replicas == 2 and s.closed for s in servers)  # the same replicas each, all stopped on close

@@ -54,13 +54,26 @@ def test_local_smollm2_prefill_and_json_mode_end_to_end(tmp_path):
         cache_dir=str(tmp_path / "cache"),
         progress=False,
     )
+    verify = GenerationRequest(  # the LLM verifier's kind of request: label-word logprobs at the answer
+        messages=[{"role": "user", "content": 'Is "I hated it." positive or negative? Answer as JSON: {"label": ...}'}],
+        validate=lambda obj: ({"label": 0}, None),
+        key={"i": 2},
+        prefill='{"label": "',
+        max_tokens=4,
+        temperature=0.0,
+        logprobs=5,
+    )
     with LLMEngine(config) as engine:
         results = engine.generate(requests, stage="seed")
-        server = engine._local_server
+        server = engine._local_servers[False]  # text is written on servers that keep only the last token's logits
         assert server is not None and server.running and server.log_files[0].exists()
+        assert list(engine._local_servers) == [False] and server.command(0)[-6:-4] == ["--logits_all", "False"]
+        (verdict,) = engine.generate([verify], stage="verify")
+        assert verdict.logprobs, "llama.cpp gave no logprobs: the request did not reach a server with every logit"
+        assert engine._local_servers[True].running and server.running
     assert not server.running  # stopped on close
-    assert engine.report.consistent and engine.report.requested == 2
-    assert engine.report.api_calls >= 2 and engine.usage.total()["completion_tokens"] > 0
+    assert engine.report.consistent and engine.report.requested == 3
+    assert engine.report.api_calls >= 3 and engine.usage.total()["completion_tokens"] > 0
     assert all(r.text for r in results)  # the model answered every call
     accepted = [r for r in results if r.accepted]
     assert accepted, [(r.reasons, r.text) for r in results]
