@@ -35,17 +35,25 @@ def code_blocks(text: str, language: str) -> list[str]:
 
 
 def s3_run_commands(text: str) -> list[tuple[int, list[str]]]:
-    """``(line number, argv after 's3-hf run')`` of every ``s3-hf run`` command in the README's bash blocks, with
-    backslash continuations joined and comments dropped."""
+    """``(line number, argv after 's3-hf run')`` of every ``s3-hf run`` command in the README: in its bash blocks
+    (backslash continuations joined, comments dropped) and in its inline code spans."""
     commands = []
+
+    def add(line: int, command: str) -> None:
+        argv = shlex.split(command, comments=True)
+        for i, token in enumerate(argv[:-1]):
+            rest = argv[i + 2 :]
+            if token.endswith("s3-hf") and argv[i + 1] == "run" and rest and "--help" not in rest:  # a command
+                commands.append((line, rest))
+
     for match in re.finditer(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
         first_line = text.count("\n", 0, match.start(1)) + 1
         joined = match.group(1).replace("\\\n", " ")
         for offset, line in enumerate(joined.splitlines()):
-            argv = shlex.split(line, comments=True)
-            for i, token in enumerate(argv[:-1]):
-                if token.endswith("s3-hf") and argv[i + 1] == "run":
-                    commands.append((first_line + offset, argv[i + 2 :]))
+            add(first_line + offset, line)
+    prose = re.sub(r"^```.*?^```", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S | re.M)
+    for match in re.finditer(r"`([^`]*s3-hf run\b[^`]*)`", prose):
+        add(prose.count("\n", 0, match.start()) + 1, match.group(1).replace("\n", " "))
     return commands
 
 
@@ -65,7 +73,7 @@ def test_the_readme_has_a_use_section_with_the_callback_the_loop_and_load_datase
 
 def test_every_s3_hf_run_command_in_the_readme_parses(tmp_path, monkeypatch):
     commands = s3_run_commands(readme_text())
-    assert len(commands) >= 4, f"expected the README's s3-hf run commands, found {commands}"
+    assert len(commands) >= 6, f"expected the README's s3-hf run commands, found {commands}"
     (tmp_path / "run.yaml").write_text("task: imdb\n")  # the README's --config example
     monkeypatch.chdir(tmp_path)
     for line, argv in commands:
