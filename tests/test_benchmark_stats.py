@@ -24,7 +24,9 @@ def test_sign_flip_p_is_the_share_of_sign_patterns_at_least_as_extreme(quality):
     gains = [5.1, -0.6, 0.8, 1.0, 4.1]
     observed = abs(statistics.fmean(gains))
     patterns = list(itertools.product((1, -1), repeat=len(gains)))
-    extreme = sum(abs(statistics.fmean(s * abs(g) for s, g in zip(signs, gains))) >= observed - 1e-9 for signs in patterns)
+    extreme = sum(
+        abs(statistics.fmean(s * abs(g) for s, g in zip(signs, gains))) >= observed - 1e-9 for signs in patterns
+    )
     assert quality.sign_flip_p(gains) == pytest.approx(extreme / len(patterns))
     assert quality.sign_flip_p(gains) == pytest.approx(4 / 32)
 
@@ -135,3 +137,57 @@ def test_paired_with_pairs_each_method_by_task_and_seed_only(quality):
     assert quality.paired_interval([3.0, 2.0]) in rows["s3"]
     assert "+0.00, +0.00 (seeds 1, 2)" in rows["zerogen"]
     assert "this − q12" in table.splitlines()[0]
+
+
+def test_error_transfer_scores_each_row_set_with_the_seed_model_and_leaves_goldgens_seed_rows_out(
+    tmp_path, monkeypatch
+):
+    """`benchmarks/error_transfer.py` on a run folder whose rows are labelled from the seed model's own predictions:
+    errors (its predictions flipped) 0%, its seed rows 100%, S3's rows half flipped 50%, goldgen's new rows 100%
+    (the seed rows inside goldgen's training file are not counted), and goldgen − s3 = +50 points."""
+    import json
+    import random
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    monkeypatch.syspath_prepend(str(QUALITY.parent))  # error_transfer imports quality as the scripts do
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "scripts"))
+    import error_transfer
+    import tiny_setup
+
+    run = tmp_path / "runs" / "imdb" / "seed1"
+    model_dir = run / "s3" / "round_0" / "model"
+    tiny = tiny_setup.make_models(tmp_path / "models")["cls"]
+    model = AutoModelForSequenceClassification.from_pretrained(tiny).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(tiny_setup.WORDS) for _ in range(rng.randint(4, 30))) for _ in range(40)]
+    with torch.no_grad():
+        encoded = tokenizer(texts, truncation=True, max_length=128, padding=True, return_tensors="pt")
+        predicted = model(**encoded).logits.argmax(-1).tolist()
+    right = [{"text": t, "label": p} for t, p in zip(texts, predicted)]
+    wrong = [{"text": t, "label": 1 - p} for t, p in zip(texts, predicted)]
+    files = {
+        "errors/round_0.jsonl": wrong[:10],
+        "data/seed.jsonl": right[10:20],
+        "data/round_1.jsonl": right[20:25] + wrong[25:30],
+        "goldgen/goldgen_train.jsonl": right[10:20] + right[30:40],
+    }
+    for name, rows in files.items():
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert error_transfer.main(["--runs", str(tmp_path / "runs"), "--task", "imdb"]) == 0
+    (scored,) = json.loads((tmp_path / "runs" / "error_transfer.json").read_text())
+    assert {k: (v["rows"], v["accuracy"]) for k, v in scored.items() if k != "run"} == {
+        "errors": (10, 0.0),
+        "seed": (10, 1.0),
+        "s3": (10, 0.5),
+        "goldgen": (10, 1.0),
+    }
+    assert (
+        "| seed1 | 0.0 (10) | 50.0 (10) | 100.0 (10) | 100.0 (10) | +50.0 |"
+        in (tmp_path / "runs" / "error_transfer.md").read_text()
+    )
