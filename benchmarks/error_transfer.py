@@ -31,11 +31,6 @@ from typing import Any
 from quality import paired_interval, sign_flip_p
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def accuracy(model, tokenizer, rows: list[dict[str, Any]], field: str, max_length: int, batch_size: int = 32):
     """Share of ``rows`` whose label the model predicts (``None`` for no rows)."""
     import torch
@@ -54,9 +49,13 @@ def accuracy(model, tokenizer, rows: list[dict[str, Any]], field: str, max_lengt
     return right / len(rows)
 
 
-def score_seed(seed_dir: Path, field: str) -> dict[str, Any] | None:
-    """The seed model's accuracy on each row set of one seed's run folder; ``None`` when a part is missing."""
+def score_seed(seed_dir: Path, spec) -> dict[str, Any] | None:
+    """The seed model's accuracy on each row set of one seed's run folder; ``None`` when a part is missing. The rows
+    are read as the task's S3 json (a bad record is an error naming its file, line and field)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from s3_hf.config import CLASSIFICATION_MAX_LENGTH
+    from s3_hf.s3_json import read_s3_json
 
     model_dir = seed_dir / "s3" / "round_0" / "model"
     paths = {
@@ -67,11 +66,10 @@ def score_seed(seed_dir: Path, field: str) -> dict[str, Any] | None:
     }
     if not model_dir.is_dir() or not all(p.is_file() for p in paths.values()):
         return None
-    rows = {name: read_jsonl(path) for name, path in paths.items()}
+    field = spec.input_fields[0]
+    rows = {name: read_s3_json(path, spec) for name, path in paths.items()}
     seed_texts = {r[field] for r in rows["seed"]}
     rows["goldgen"] = [r for r in rows["goldgen"] if r[field] not in seed_texts]
-    from s3_hf.config import CLASSIFICATION_MAX_LENGTH
-
     run_config = seed_dir / "s3_run_config.json"
     recipe = json.loads(run_config.read_text(encoding="utf-8")) if run_config.is_file() else {}
     max_length = recipe.get("max_length") or CLASSIFICATION_MAX_LENGTH  # the run's own token budget
@@ -131,12 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     spec = get_task(cli.task)
     if spec.is_qa or len(spec.input_fields) != 1:
         raise SystemExit(f"--task {cli.task!r}: only single-text classification tasks are scored here")
-    field = spec.input_fields[0]
     task_dir = Path(cli.runs) / cli.task
     seed_dirs = sorted(task_dir.glob("seed*"), key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 0)
     results = []
     for seed_dir in seed_dirs:
-        scored = score_seed(seed_dir, field)
+        scored = score_seed(seed_dir, spec)
         if scored is None:
             print(f"{seed_dir}: no seed model, errors, S3 round 1 or goldgen rows; skipped", file=sys.stderr)
             continue
