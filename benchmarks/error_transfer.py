@@ -31,7 +31,9 @@ from typing import Any
 from quality import paired_interval, sign_flip_p
 
 
-def accuracy(model, tokenizer, rows: list[dict[str, Any]], field: str, max_length: int, batch_size: int = 32):
+def accuracy(
+    model, tokenizer, rows: list[dict[str, Any]], field: str, max_length: int, batch_size: int = 32
+) -> float | None:
     """Share of ``rows`` whose label the model predicts (``None`` for no rows)."""
     import torch
 

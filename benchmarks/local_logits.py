@@ -6,7 +6,7 @@ sends the verifier's logprob requests to servers of their own (``LLMConfig.local
 what that buys, side by side: two single-thread servers, one with and one without, run at the same time on the same
 real requests of a round (descriptions of real IMDb reviews and candidates written from descriptions, rendered
 exactly as the engine sends them), each server taking them in the same order. Running both at once on the 2 cores
-puts any drift of the machine's speed on both sides; ``--repeats`` swaps nothing but repeats the whole list.
+puts any drift of the machine's speed on both sides; ``--repeats`` sends the whole list again.
 
 For each: seconds per call (mean over calls), calls whose text is identical in both, and the ratio.
 
