@@ -121,7 +121,7 @@ class LLMConfig:
             "local llama.cpp: answer requests that ask for logprobs (the LLM verifier) from servers of their own, "
             "started on the first such request, which keep every prompt token's logits as llama-cpp-python needs "
             "for logprobs; the servers that write text then keep only the last token's, which makes their prompts "
-            "cheaper (benchmarks/extrapolation_cost.py --logprob-servers both). False: one set of servers keeps "
+            "cheaper (benchmarks/local_logits.py: 0.89x the seconds, same text). False: one set of servers keeps "
             "every token's logits and answers everything"
         ),
     )
