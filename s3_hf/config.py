@@ -85,7 +85,11 @@ class S3Config:
         metadata=_help("gold validation/test data: 'offline' (packaged), a local file/folder, or a Hub dataset id"),
     )
     validation_size: int = field(
-        default=200, metadata=_help("gold validation examples scoring each round (model selection; not the errors)")
+        default=1000,
+        metadata=_help(
+            "gold validation examples scoring each round for the round gate (model selection; not the errors). A "
+            "1-point difference is 2 rows of 200 and 10 of 1,000: the gate needs the larger set to tell rounds apart"
+        ),
     )
     error_pool: str = field(
         default="train",
