@@ -44,7 +44,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .atomic import write_json_atomic
@@ -102,12 +102,31 @@ class _Endpoint:
 
 class _Route:
     """The endpoints of one :meth:`LLMEngine.agenerate` call, the overall concurrency gate, and the sticky
-    assignment of request affinities to endpoints."""
+    assignment of request affinities to endpoints. The endpoints are connected on the first API call (:meth:`open`),
+    so a batch answered wholly from the cache starts no embedded server."""
 
-    def __init__(self, endpoints: list[_Endpoint], gate: asyncio.Semaphore):
-        self.endpoints = endpoints
-        self.gate = gate
+    def __init__(self, connect: Callable[[], Awaitable[list[_Endpoint]]], concurrency: Callable[[int], int]):
+        self._connect = connect
+        self._concurrency = concurrency
+        self._lock = asyncio.Lock()
+        self.endpoints: list[_Endpoint] = []
+        self.gate: asyncio.Semaphore | None = None
+        self._failed: BaseException | None = None
         self._sticky: dict[str, _Endpoint] = {}
+
+    async def open(self) -> asyncio.Semaphore:
+        """Connect the endpoints once (a failure is raised to every caller, not retried); returns the gate."""
+        async with self._lock:
+            if self._failed is not None:
+                raise self._failed
+            if self.gate is None:
+                try:
+                    self.endpoints = await self._connect()
+                except BaseException as err:
+                    self._failed = err
+                    raise
+                self.gate = asyncio.Semaphore(self._concurrency(len(self.endpoints)))
+        return self.gate
 
     def pick(self, affinity: str | None) -> _Endpoint:
         if affinity is not None and affinity in self._sticky:
@@ -268,8 +287,9 @@ class LLMEngine:
         cfg = self.config
         reserved = estimate_tokens(payload.get("messages") or payload.get("prompt", ""), payload["max_tokens"])
         last = "unknown"
+        gate = await route.open()
         for retry in range(cfg.max_retries + 1):
-            async with route.gate:
+            async with gate:
                 endpoint = route.pick(affinity)
                 endpoint.load += 1
                 async with endpoint.semaphore:
@@ -472,14 +492,20 @@ class LLMEngine:
         if not requests:
             return []
         # a call whose requests ask for logprobs (the verifier's) goes to the embedded servers that can give them
-        base_urls = await asyncio.to_thread(self._base_urls, any(r.logprobs is not None for r in requests))
+        logprobs = any(r.logprobs is not None for r in requests)
         per_endpoint = 2 if self.config.is_local else self.config.max_concurrency
-        clients = [
-            openai.AsyncOpenAI(base_url=url, api_key=self._api_key(), max_retries=0, timeout=self.config.timeout_s)
-            for url in base_urls
-        ]
-        endpoints = [_Endpoint(client, per_endpoint) for client in clients]
-        route = _Route(endpoints, asyncio.Semaphore(min(self.config.max_concurrency, per_endpoint * len(endpoints))))
+        clients: list[Any] = []
+
+        async def connect() -> list[_Endpoint]:
+            for url in await asyncio.to_thread(self._base_urls, logprobs):
+                clients.append(
+                    openai.AsyncOpenAI(
+                        base_url=url, api_key=self._api_key(), max_retries=0, timeout=self.config.timeout_s
+                    )
+                )
+            return [_Endpoint(client, per_endpoint) for client in clients]
+
+        route = _Route(connect, lambda n: min(self.config.max_concurrency, per_endpoint * n))
         bar = tqdm(total=len(requests), desc=desc or stage, unit="req", disable=not self.config.progress)
         accepted = 0
         started = time.monotonic()

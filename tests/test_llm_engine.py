@@ -576,3 +576,48 @@ def test_the_embedded_llm_answers_logprob_requests_from_servers_of_their_own(mon
     else:
         assert [s.logits_all for s in servers] == [True] and servers[0].server.stats()["ok"] == 7
     assert all(s.replicas == 2 and s.closed for s in servers)  # the same replicas each, all stopped on close
+
+
+def test_a_batch_answered_from_the_cache_starts_no_embedded_server(monkeypatch, tmp_path):
+    """A resumed run replays its verdicts and texts from the cache: the embedded servers start on the first API
+    call, not for a batch that needs none."""
+    from s3_hf import local_llm
+
+    monkeypatch.setattr(local_llm, "LocalLLMServer", _RecordingLocalServer)
+    _RecordingLocalServer.started = []
+    values = dict(local_replicas=2, backoff_s=0.02, progress=False, cache_dir=str(tmp_path / "cache"))
+    with LLMEngine(LLMConfig(**values)) as engine:
+        first = engine.generate(make_requests(2), stage="seed")
+        first += engine.generate(make_requests(2, logprobs=5), stage="verify")
+    assert [s.logits_all for s in _RecordingLocalServer.started] == [False, True]
+
+    _RecordingLocalServer.started = []
+    with LLMEngine(LLMConfig(**values)) as engine:
+        replayed = engine.generate(make_requests(2), stage="seed")
+        replayed += engine.generate(make_requests(2, logprobs=5), stage="verify")
+        assert _RecordingLocalServer.started == [], "a fully cached batch started a server"
+        assert engine.report.cache_hits == 4 and engine.report.api_calls == 0
+        fresh = engine.generate(make_requests(3, logprobs=5), stage="verify")  # item 2 is new: servers now
+    assert [r.example for r in replayed] == [r.example for r in first]
+    assert [r.logprobs for r in replayed[2:]] == [r.logprobs for r in first[2:]]
+    assert all(r.accepted for r in fresh)
+    assert [s.logits_all for s in _RecordingLocalServer.started] == [True]
+
+
+def test_an_embedded_server_that_fails_to_start_is_tried_once_and_its_error_raised(monkeypatch):
+    """The servers start on the first API call of a batch; when that fails, the run stops with the error, and the
+    batch's other requests do not start servers of their own."""
+    from s3_hf import local_llm
+
+    tries = []
+
+    class _FailingServer(_RecordingLocalServer):
+        def start(self):
+            tries.append(self)
+            raise local_llm.LocalLLMError("llama.cpp server exited with code 1")
+
+    monkeypatch.setattr(local_llm, "LocalLLMServer", _FailingServer)
+    with LLMEngine(LLMConfig(local_replicas=2, backoff_s=0.02, progress=False)) as engine:
+        with pytest.raises(local_llm.LocalLLMError, match="exited with code 1"):
+            engine.generate(make_requests(5), stage="seed")
+    assert len(tries) == 1
