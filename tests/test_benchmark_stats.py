@@ -191,3 +191,44 @@ def test_error_transfer_scores_each_row_set_with_the_seed_model_and_leaves_goldg
         "| seed1 | 0.0 (10) | 50.0 (10) | 100.0 (10) | 100.0 (10) | +50.0 |"
         in (tmp_path / "runs" / "error_transfer.md").read_text()
     )
+
+
+def test_gold_curve_trains_on_nested_rows_outside_the_pool_and_gold_sets(monkeypatch):
+    """`benchmarks/gold_curve.py` compares sizes, so a smaller size's rows must be the first rows of a larger one,
+    and no training row may be an error-pool (epoch selection), validation or test row, by content."""
+    import datasets
+
+    monkeypatch.syspath_prepend(str(QUALITY.parent))
+    import gold_curve
+
+    from s3_hf.tasks import get_task
+
+    spec = get_task("imdb")
+    train = datasets.Dataset.from_dict(
+        {"text": [f"review number {i}" for i in range(60)], "label": [i % 2 for i in range(60)]}
+    )
+    held = [{"text": f"Review  NUMBER {i}", "label": 0} for i in range(0, 60, 3)]  # same text, other case/spacing
+
+    class _Pipeline:
+        def __init__(self):
+            self.spec, self._splits = spec, {"train": train}
+
+        def gold(self):
+            return held[:5], held[5:10]
+
+        def error_pool(self):
+            return held[10:]
+
+    small = gold_curve.training_rows(_Pipeline(), 10, seed=1)
+    large = gold_curve.training_rows(_Pipeline(), 40, seed=1)
+    assert large[:10] == small and len(large) == 40
+    assert not {r["text"] for r in large} & {f"review number {i}" for i in range(0, 60, 3)}
+    assert gold_curve.training_rows(_Pipeline(), 40, seed=2) != large  # the seed picks the rows
+    with pytest.raises(SystemExit, match="only 40 training rows"):
+        gold_curve.training_rows(_Pipeline(), 41, seed=1)
+
+    by_seed = {
+        s: {10: {"test": 0.5, "seconds": 1}, 40: {"test": 0.5 + g / 100, "seconds": 3}} for s, g in [(1, 2), (2, 4)]
+    }
+    table = gold_curve.render("imdb", by_seed, [10, 40])
+    assert "| 40 | 53.00 ± 1.41 | 52.0, 54.0 | +3.00 [-9.71, +15.71] |" in table.replace("−", "-")
