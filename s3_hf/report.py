@@ -73,6 +73,7 @@ def round_rows(state: dict[str, Any], spec: TaskSpec, upto: int | None = None) -
                 "prompt tok": usage.get("prompt_tokens"),
                 "compl. tok": usage.get("completion_tokens"),
                 "cost $": usage.get("cost_usd") if usage.get("priced", True) else "n/a",
+                "s / new row": seconds_per_row(info),
                 "pool": info.get("pool_size"),
                 "pool errors": info.get("errors"),
                 f"val {metric}": info.get("validation"),
@@ -80,6 +81,14 @@ def round_rows(state: dict[str, Any], spec: TaskSpec, upto: int | None = None) -
             }
         )
     return table
+
+
+def seconds_per_row(info: dict[str, Any]) -> float | None:
+    """Wall seconds of a round's data stage (every LLM call: rationales and seed rows, or descriptions, candidates
+    and verdicts) per row it added; ``None`` without new rows. A stage replayed from the cache on resume counts the
+    replay's seconds."""
+    seconds, rows = info.get("seconds_data"), info.get("new_rows")
+    return round(seconds / rows, 2) if seconds is not None and rows else None
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -160,7 +169,8 @@ def round_card(
         "S3 rounds": markdown_table(rows)
         + "\n\n`errors used`: error-pool errors of the previous round extrapolated in that round; `api calls`: "
         "completions bought (retries included; `re-asked`: why, by reason); `rejected`: candidates dropped "
-        "(invalid, refused, duplicate, or by a verifier: `verifier_<name>`); `mixing`: new rows / rows before the round; `pool errors`: errors of this "
+        "(invalid, refused, duplicate, or by a verifier: `verifier_<name>`); `mixing`: new rows / rows before the round; `s / new row`: wall seconds of the round's LLM calls "
+        "(rationales and seed rows; descriptions, candidates and verdicts) per new row; `pool errors`: errors of this "
         "round's model on the error pool; scores: the small model trained on the kept rounds' data up to that round, "
         "on the gold validation and test sets. A round marked `set aside` scored below the best kept round on the "
         "validation set (`round_gate`): its rows are in its own config but not in `all`, and later rounds neither "

@@ -870,4 +870,10 @@ def test_error_view_description_round_end_to_end(tmp_path):
     record = state["s3"]["rounds"]["1"]
     assert record["described"] == 4 and record["requested"] == 8
     assert record["accepted"] == len(read_s3_json(out / "data" / "round_1.jsonl", "imdb"))
-    assert "8 + 4 descriptions" in (out / "report.md").read_text()
+    table = (out / "report.md").read_text()
+    assert "8 + 4 descriptions" in table
+    # the round's data-stage seconds per new row, the figure issue 14's extrapolation target compares with the seed's
+    per_row = round(record["seconds_data"] / record["accepted"], 2)
+    header = next(line for line in table.splitlines() if line.startswith("| round |")).split(" | ")
+    round_1 = next(line for line in table.splitlines() if line.startswith("| 1 |")).split(" | ")
+    assert float(round_1[header.index("s / new row")]) == per_row > 0
