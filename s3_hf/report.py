@@ -84,8 +84,8 @@ def round_rows(state: dict[str, Any], spec: TaskSpec, upto: int | None = None) -
 
 
 def seconds_per_row(info: dict[str, Any]) -> float | None:
-    """Wall seconds of a round's data stage (every LLM call: rationales and seed rows, or descriptions, candidates
-    and verdicts) per row it added; ``None`` without new rows. A stage replayed from the cache on resume counts the
+    """Wall seconds of a round's data stage (its LLM calls: rationales and seed rows, or descriptions, candidates
+    and verdicts; and the checks of their replies) per row it added; ``None`` without new rows. A stage replayed from the cache on resume counts the
     replay's seconds."""
     seconds, rows = info.get("seconds_data"), info.get("new_rows")
     return round(seconds / rows, 2) if seconds is not None and rows else None
@@ -169,8 +169,9 @@ def round_card(
         "S3 rounds": markdown_table(rows)
         + "\n\n`errors used`: error-pool errors of the previous round extrapolated in that round; `api calls`: "
         "completions bought (retries included; `re-asked`: why, by reason); `rejected`: candidates dropped "
-        "(invalid, refused, duplicate, or by a verifier: `verifier_<name>`); `mixing`: new rows / rows before the round; `s / new row`: wall seconds of the round's LLM calls "
-        "(rationales and seed rows; descriptions, candidates and verdicts) per new row; `pool errors`: errors of this "
+        "(invalid, refused, duplicate, or by a verifier: `verifier_<name>`); `mixing`: new rows / rows before the round; `s / new row`: wall seconds of the round's data "
+        "stage (the LLM calls: rationales and seed rows, or descriptions, candidates and verdicts; and the checks) "
+        "per new row; `pool errors`: errors of this "
         "round's model on the error pool; scores: the small model trained on the kept rounds' data up to that round, "
         "on the gold validation and test sets. A round marked `set aside` scored below the best kept round on the "
         "validation set (`round_gate`): its rows are in its own config but not in `all`, and later rounds neither "
