@@ -40,19 +40,31 @@ _DECLINED = (
     r"do that|do this)"
 )
 _CANNOT = r"(?:can(?:'|no)?t|cannot|won'?t|will not|am unable to|'m unable to|am not able to|'m not able to)"
+# an apology, intensified or not: "I'm sorry", "I'm really, really sorry", "I am so sorry", "I apologise"
+_SORRY = r"(?:(?:i'?m|i am)(?:\s+\w+,?){0,3}?\s+sorry|i apologi[sz]e)"
+# after an apology, the model saying it lacks what the request needs ("I'm sorry, but I don't have enough information
+# to...", "... for not being able to help"), not an opinion ("I'm sorry, but I don't understand why anyone liked it")
+_LACKING = (
+    r"i (?:do not|don'?t) have (?:enough|sufficient|the) (?:information|context|data|details)\b|"
+    r"i (?:do not|don'?t) understand (?:the|this|that|your) (?:content|request|question|text|input)\b|"
+    rf"not being able to {_DECLINED}\b|"
+    rf"i {_CANNOT} (?:\w+ ){{0,4}}?(?:the|this|that|your) (?:request|question|input)\b|"
+    rf"i {_CANNOT} engage in (?:discussions?|conversations?)\b"
+)
 # a refusal when the whole reply is not JSON (checked near the start of the reply)
 _REFUSAL_LOOSE = re.compile(
-    rf"\b(?:i'?m sorry|i am sorry|i apologi[sz]e|i {_CANNOT} {_DECLINED}|i cannot|i won'?t be able|"
+    rf"\b(?:{_SORRY}|i {_CANNOT} {_DECLINED}|i cannot|i won'?t be able|"
     r"i will not|i'?m (?:not able|unable)|i am (?:not able|unable)|as an ai\b|as a language model|i must decline)",
     re.IGNORECASE,
 )
 # a refusal inside a parsed field: stricter, since "I'm sorry I watched this" and "Unfortunately, the script fails to
 # create any tension" are fine negative reviews. The field must open with "I can't <do it>", "As an AI...", or an
-# apology ("I'm sorry", "Unfortunately") followed in the same sentence by "I can't <do it>" / "as an AI"
+# apology ("I'm sorry", "Sorry", "Unfortunately") followed in the same sentence by "I can't <do it>", "as an AI" or
+# a lack (_LACKING)
 _REFUSAL_STRICT = re.compile(
     rf"^\W*(?:i {_CANNOT} (?:\w+ ){{0,2}}?{_DECLINED}\b|as an ai\b|as a language model\b|"
-    rf"(?:i'?m sorry|i am sorry|i apologi[sz]e|unfortunately)\b[^.!?\n]{{0,80}}?"
-    rf"\b(?:i {_CANNOT} (?:\w+ ){{0,2}}?{_DECLINED}\b|as an ai\b|as a language model\b))",
+    rf"(?:{_SORRY}|sorry|unfortunately)\b[^.!?\n]{{0,80}}?"
+    rf"\b(?:i {_CANNOT} (?:\w+ ){{0,2}}?{_DECLINED}\b|as an ai\b|as a language model\b|{_LACKING}))",
     re.IGNORECASE,
 )
 # the model asks back instead of answering ("Can you please provide more context?"); in the raw reply
@@ -66,7 +78,8 @@ _CLARIFICATION = re.compile(
 # it?" is a fine QNLI/AdQA question): only asking for context about the request itself counts
 _CLARIFICATION_IN_FIELD = re.compile(
     r"\b(?:(?:can|could) you (?:please )?clarify\b|"
-    r"(?:provide|need|give me|share) (?:some |a bit |a little )?more (?:context|information|details)\b|"
+    r"(?:provide|need|give me|share)(?: me with)? (?:some |a bit |a little )?more (?:context|information|details)\b|"
+    r"(?:rephrase|clarify) your (?:question|request)\b|"
     r"i (?:don'?t|do not) (?:know|understand) what you mean|what do you mean by)",
     re.IGNORECASE,
 )

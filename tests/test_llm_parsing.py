@@ -70,6 +70,32 @@ def test_refusals_detected_but_negative_reviews_are_not_refusals():
     assert refusal_reason("As an AI language model, I cannot write reviews.") == "refusal"
     assert refusal_reason(None, {"text": "I'm sorry, but I can't write a negative review of this film."}) == "refusal"
     assert refusal_reason(None, {"text": "I'm sorry I wasted two hours on this dull, clumsy film."}) is None
+    # an intensified apology: this one reached a demo's round 1 as a negative review (2026-12-06, seed 42)
+    for refusal in (
+        "I'm really, really sorry, but I can't help you with that.",
+        "I am so sorry, but I cannot write that review.",
+        "Sorry, but I can't assist with this request.",
+    ):
+        assert refusal_reason(None, {"text": refusal}) == "refusal", refusal
+        assert refusal_reason(refusal) == "refusal", refusal
+    # refusals that say what they lack, seen in the quality runs' data; and reviews that only sound like them
+    for refusal in (
+        "I'm sorry, but I don't have enough information to create a negative movie review.",
+        "I'm sorry, but I don't understand the content you provided. Could you please rephrase your question?",
+        "I'm really sorry for not being able to help you with that.",
+        "I'm sorry, but I can't understand or respond to this request.",
+        "I am sorry, but I cannot engage in discussions regarding political matters.",
+    ):
+        assert refusal_reason(None, {"text": refusal}) == "refusal", refusal
+    for review in (
+        "I'm so, so sorry I saw this; I can't help but laugh at it.",
+        "I'm sorry, but I don't understand why anyone liked this film.",
+        "I'm really sorry, but I can't believe the quality of this film.",
+        "I can't respond to such a dull film with anything but a yawn.",
+        "I can't engage with any of these flat characters.",
+    ):
+        assert refusal_reason(None, {"text": review}) is None, review
+    assert refusal_reason(None, {"text": "Sorry, but I can't recommend this mess to anyone."}) is None
     assert refusal_reason(None, {"text": "I can't believe how bad the acting was."}) is None
     assert refusal_reason('{"text": "fine"}', {"text": "A fine film."}) is None
     asked_back = "I'm sorry, but I don't know what you meant by 'HACKED'. Can you please provide more context?"
