@@ -102,6 +102,22 @@ def test_all_four_paper_tasks_ship_data():
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
+def test_no_shipped_row_is_a_refusal(folder):
+    """The generator's refusals ("I'm really sorry, but I can't help with that.") are re-asked, never kept: a shipped
+    row that is one would teach the small model that a refusal is a negative review."""
+    from s3_hf.output_parsing import refusal_reason
+
+    refusals = [
+        (path.name, line)
+        for paths in discover_configs(folder).values()
+        for path in paths
+        for line, record in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if record.strip() and refusal_reason(None, {k: v for k, v in json.loads(record).items() if isinstance(v, str)})
+    ]
+    assert not refusals, f"{folder.name}: refusals kept as rows at (file, line) {refusals}"
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
 def test_shipped_data_exports_and_loads(folder, tmp_path):
     sizes = export_s3_folder(folder.name, folder, tmp_path / "repo")
     assert sizes["all"] == sum(v for k, v in sizes.items() if k != "all") > 0
