@@ -358,12 +358,14 @@ class SeedSynthesizer:
         return bool(self.prompts.rationale) and self.spec.is_single_text
 
     # ------------------------------------------------------------------ rationales
-    def rationale_requests(self) -> list[Any]:
+    def rationale_requests(self, labels: Sequence[str] | None = None, start: int = 0) -> list[Any]:
+        """The rationale requests of ``labels`` (default: all), each about another aspect; ``start``: the index of
+        the first (a top-up continues after the first batch, with cache keys of its own)."""
         per_request = self.rationales_per_request
         count = math.ceil(self.rationales_per_label / per_request)
         requests = []
-        for label in self.spec.label_names:
-            for j in range(count):
+        for label in labels or self.spec.label_names:
+            for j in range(start, start + count):
                 aspect = RATIONALE_ASPECTS[j % len(RATIONALE_ASPECTS)]
                 user = format_prompt(
                     self.prompts.rationale, self.spec, prompts=self.prompts, label=label, n=per_request, aspect=aspect
@@ -393,7 +395,8 @@ class SeedSynthesizer:
 
     def rationales(self, *, path: str | Path | None = None, round_index: int = 0) -> dict[str, list[str]]:
         """Rationales per label name, asked once: read from ``path`` when it exists, else generated (and written
-        there). A label the LLM gave no usable rationale for falls back to the aspect names."""
+        there). A label left with fewer than half of ``rationales_per_label`` distinct rationales is asked once more
+        (other aspects); one the LLM gave no usable rationale for falls back to the aspect names."""
         if self._rationales is not None:
             return self._rationales
         if path is not None and Path(path).is_file():
@@ -401,17 +404,30 @@ class SeedSynthesizer:
             if isinstance(data, dict) and set(data) == set(self.spec.label_names):
                 self._rationales = {label: list(data[label]) for label in self.spec.label_names}
                 return self._rationales
-        results = self.engine.generate(
-            self.rationale_requests(), stage="rationales", round_index=round_index, desc="rationales"
-        )
         found: dict[str, list[str]] = {label: [] for label in self.spec.label_names}
-        for result in results:
-            if result.example is None:
-                continue
-            label = result.request.meta["label"]
-            for text in result.example["rationales"]:
-                if text.lower() not in {t.lower() for t in found[label]}:
-                    found[label].append(text)
+
+        def collect(requests: list[Any]) -> None:
+            for result in self.engine.generate(
+                requests, stage="rationales", round_index=round_index, desc="rationales"
+            ):
+                if result.example is None:
+                    continue
+                label = result.request.meta["label"]
+                for text in result.example["rationales"]:
+                    if text.lower() not in {t.lower() for t in found[label]}:
+                        found[label].append(text)
+
+        collect(self.rationale_requests())
+        # a label with few distinct rationales gives few distinct pairs to write from, and its examples repeat each
+        # other (seen: 3 positive rationales, 28 duplicate re-asks and 8 rows lost in a 48-row seed): ask once more
+        short = [label for label, texts in found.items() if len(texts) < max(1, self.rationales_per_label // 2)]
+        if short:
+            logger.info("few rationales for %s (%s); asking again", short, {k: len(found[k]) for k in short})
+            collect(
+                self.rationale_requests(
+                    short, start=math.ceil(self.rationales_per_label / self.rationales_per_request)
+                )
+            )
         for label, texts in found.items():
             if not texts:
                 logger.warning("the LLM gave no usable rationale for label %r; using the aspect names", label)

@@ -102,6 +102,34 @@ def test_rationale_fallback_when_llm_gives_none():
     assert synth.rationales()["positive"] == ["the acting", "the plot and the script", "the directing and the visuals"]
 
 
+def test_a_label_with_few_rationales_is_asked_once_more():
+    """Seen in a demo run: the LLM listed 3 positive rationales (the same few each time), so the positive seed reviews
+    repeated each other. A label left with fewer than half the rationales asked for gets one more batch of requests,
+    about other aspects; a label with enough does not."""
+    asked = []
+
+    def responder(request):
+        prompt = user_prompt(request)
+        if "reasons why" in prompt:
+            label = "positive" if "could be positive" in prompt else "negative"
+            aspect = re.search(r"focusing on ([^.]+)\.", prompt).group(1)
+            asked.append((label, request.key["index"]))
+            if label == "positive" and request.key["index"] < 2:
+                return {"rationales": ["a great film", "A great film"]}  # one distinct rationale, twice
+            return {"rationales": [f"{label} {aspect} reason {i}" for i in range(3)]}
+        return {"text": f"Review number {request.meta['index']} is long enough to pass."}
+
+    engine = FakeEngine(responder)
+    synth = SeedSynthesizer("imdb", engine, rationales_per_label=6, rationales_per_request=3)
+    found = synth.rationales()
+    assert sorted(asked) == [("negative", 0), ("negative", 1), ("positive", 0), ("positive", 1), ("positive", 2),
+                             ("positive", 3)]  # fmt: skip
+    assert len(found["negative"]) == 6 and len(found["positive"]) == 6
+    assert found["positive"][0] == "a great film" and all("reason" in t for t in found["positive"][1:])
+    keys = [r.key for _, _, r in engine.seen]
+    assert len({json.dumps(k, sort_keys=True) for k in keys}) == len(keys)  # the top-up has cache keys of its own
+
+
 def test_pair_task_writes_second_text_for_given_context_and_label():
     contexts = [CTX, "Water boils at 100 degrees Celsius at sea level."]
 
