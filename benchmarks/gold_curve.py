@@ -3,9 +3,9 @@
 S3's runs at this machine's scale train on 50 to 170 rows. On IMDb that is enough for MiniLM to learn the task; on
 QNLI and RTE every method stayed at chance, real rows included (README). This trains the small model with the
 pipeline's own recipe (trainer, epochs, epoch selection on the error pool, gold validation and test rows drawn as
-``s3-hf run`` draws them, at ``--validation-size`` / ``--test-size``) on N rows of the task's REAL training split, for each N and seed, and prints side by side per N:
-test accuracy (mean ± std over seeds), and the paired difference to the smallest N with its 95% t interval. The
-rows of a smaller N are the first rows of a larger one (nested, so a difference is one of size only), and none is in
+``s3-hf run`` draws them, at ``--validation-size`` / ``--test-size``) on N rows of the task's REAL training split,
+for each N and seed, and prints side by side per N: test accuracy (mean ± std over seeds), and the paired difference
+to the smallest N with its 95% t interval. The rows of a smaller N are the first rows of a larger one (nested, so a difference is one of size only), and none is in
 the error pool, the validation or the test rows. Each (seed, N) result is saved as it finishes; a rerun resumes.
 
     python benchmarks/gold_curve.py --task qnli --sizes 80 400 1600 --seeds 1 2 3 --out runs/gold_curve
