@@ -358,14 +358,14 @@ class SeedSynthesizer:
         return bool(self.prompts.rationale) and self.spec.is_single_text
 
     # ------------------------------------------------------------------ rationales
-    def rationale_requests(self, labels: Sequence[str] | None = None, start: int = 0) -> list[Any]:
-        """The rationale requests of ``labels`` (default: all), each about another aspect; ``start``: the index of
-        the first (a top-up continues after the first batch, with cache keys of its own)."""
+    def rationale_requests(self, labels: Sequence[str] | None = None, batch: int = 0) -> list[Any]:
+        """The rationale requests of ``labels`` (default: all), each about another aspect; ``batch`` 1 is the
+        top-up after the first batch (0), with aspects and cache keys of its own."""
         per_request = self.rationales_per_request
         count = math.ceil(self.rationales_per_label / per_request)
         requests = []
         for label in labels or self.spec.label_names:
-            for j in range(start, start + count):
+            for j in range(batch * count, (batch + 1) * count):
                 aspect = RATIONALE_ASPECTS[j % len(RATIONALE_ASPECTS)]
                 user = format_prompt(
                     self.prompts.rationale, self.spec, prompts=self.prompts, label=label, n=per_request, aspect=aspect
@@ -423,11 +423,7 @@ class SeedSynthesizer:
         short = [label for label, texts in found.items() if len(texts) < max(1, self.rationales_per_label // 2)]
         if short:
             logger.info("few rationales for %s (%s); asking again", short, {k: len(found[k]) for k in short})
-            collect(
-                self.rationale_requests(
-                    short, start=math.ceil(self.rationales_per_label / self.rationales_per_request)
-                )
-            )
+            collect(self.rationale_requests(short, batch=1))
         for label, texts in found.items():
             if not texts:
                 logger.warning("the LLM gave no usable rationale for label %r; using the aspect names", label)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -620,4 +621,16 @@ def test_an_embedded_server_that_fails_to_start_is_tried_once_and_its_error_rais
     with LLMEngine(LLMConfig(local_replicas=2, backoff_s=0.02, progress=False)) as engine:
         with pytest.raises(local_llm.LocalLLMError, match="exited with code 1"):
             engine.generate(make_requests(5), stage="seed")
+    assert len(tries) == 1
+
+    # awaited in a loop that goes on (a notebook, a server): the batch's other requests are still pending after the
+    # error, and each gets the same error instead of starting a server of its own
+    async def in_a_running_loop():
+        with LLMEngine(LLMConfig(local_replicas=2, backoff_s=0.02, progress=False)) as engine:
+            with pytest.raises(local_llm.LocalLLMError):
+                await engine.agenerate(make_requests(5), stage="seed")
+            await asyncio.sleep(0.2)  # the leftover requests run now
+
+    tries.clear()
+    asyncio.run(in_a_running_loop())
     assert len(tries) == 1
