@@ -29,13 +29,14 @@ def training_rows(pipeline, size: int, seed: int) -> list[dict[str, Any]]:
     """``size`` rows of the gold training split, shuffled with ``seed``, none of them in the error pool, validation
     or test rows (by content)."""
     from s3_hf.dedup import content_digest
+    from s3_hf.gold import load_gold
 
     fields = pipeline.spec.input_fields
     validation, test = pipeline.gold()
     held_out = {
         content_digest(row, fields) for part in (pipeline.error_pool(), validation, test or []) for row in part
     }
-    train = pipeline._splits["train"].shuffle(seed=seed)
+    train = load_gold(pipeline.spec, pipeline.config.gold)["train"].shuffle(seed=seed)
     rows = []
     for row in train:
         if content_digest(row, fields) not in held_out:

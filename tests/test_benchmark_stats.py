@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import statistics
+import types
 from pathlib import Path
 
 import pytest
@@ -209,9 +210,11 @@ def test_gold_curve_trains_on_nested_rows_outside_the_pool_and_gold_sets(monkeyp
     )
     held = [{"text": f"Review  NUMBER {i}", "label": 0} for i in range(0, 60, 3)]  # same text, other case/spacing
 
+    monkeypatch.setattr("s3_hf.gold.load_gold", lambda task, source: {"train": train} if source == "gold-src" else {})
+
     class _Pipeline:
         def __init__(self):
-            self.spec, self._splits = spec, {"train": train}
+            self.spec, self.config = spec, types.SimpleNamespace(gold="gold-src")
 
         def gold(self):
             return held[:5], held[5:10]
