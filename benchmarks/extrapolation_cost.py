@@ -11,7 +11,9 @@ side on the same real gold "errors" (label-balanced IMDb pool rows):
   (``nocontrast``, but a copy is shown back to the model with :data:`~s3_hf.prompts.COPY_RETRY` instead of re-asked
   by the same prompt), ``short`` (``nocontrast`` with 300 characters of the error shown, not 600), ``describe``
   (``error_view="description"``: one request per error has the LLM describe it, and the k candidates are written
-  from that description without seeing the error; the description requests count among requests and calls).
+  from that description without seeing the error; the description requests count among requests and calls),
+  and ``describe_nolead`` / ``describe_reviewer`` / ``describe_labelled``: ``describe`` with the description's
+  first words prefilled (:data:`DESCRIBE_LEADS`, ``PromptSet.describe_lead``).
 
 For each: requests, API calls (and why they exceed requests), accepted rows after de-duplication, rows kept by the LLM
 verifier, prompt / completion tokens per request, and generation + verification seconds per kept row, with the ratio
@@ -24,6 +26,8 @@ engine's servers are started, and the verifier's warmed by one call, before anyt
 
     python benchmarks/extrapolation_cost.py --errors 12 --k 2 --variants v3 default nocontrast
     python benchmarks/extrapolation_cost.py --errors 10 --k 2 --variants describe --logprob-servers both
+    python benchmarks/extrapolation_cost.py --errors 40 --k 2 --variants describe_nolead describe_reviewer \
+        describe_labelled
 """
 
 from __future__ import annotations
@@ -42,6 +46,14 @@ V3_EXTRAPOLATE = (
     "Write a new {label} movie review of at most four sentences, similar to it in topic and style but not a copy. "
     'Answer as JSON: {{"text": "<the review>"}}'
 )
+
+# ``describe`` with the description's first words prefilled (PromptSet.describe_lead): none, or a lead that makes the
+# model describe the review rather than retell it
+DESCRIBE_LEADS = {
+    "describe_nolead": None,
+    "describe_reviewer": "The reviewer",
+    "describe_labelled": "A {label} review of",
+}
 
 
 def run_variant(
@@ -122,6 +134,9 @@ def measure(cli, config, spec, errors, pool, label: str) -> list[dict[str, Any]]
         "short": dict(chars=300, contrast=False, prompts=None),
         "describe": dict(chars=defaults.max_example_chars, contrast=False, prompts=None, view="description"),
     }
+    for name, lead in DESCRIBE_LEADS.items():
+        leaded = dataclasses.replace(spec.prompts, describe_lead=lead, version=f"{spec.prompts.version}-{name}")
+        settings[name] = {**settings["describe"], "prompts": leaded}
     results: list[dict[str, Any]] = []
     with LLMEngine(config) as engine:
         LLMLabelVerifier(spec, engine).verdicts(errors[:1])  # starts the servers (the verifier's too) untimed

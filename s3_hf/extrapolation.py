@@ -255,26 +255,30 @@ class ErrorExtrapolator:
         for example in errors:
             label = spec.label_names[spec.label_id(example["label"])]
             user = format_prompt(template, spec, prompts=self.prompts, label=label, example=self._shown(example))
+            lead = format_prompt(self.prompts.describe_lead or "", spec, prompts=self.prompts, label=label)
             digest = example_digest(example)
+            key = {
+                "task": spec.fingerprint(),
+                "prompts": self.prompts.version,
+                "describe": template,
+                "stage": "describe",
+                "error": digest,
+                "round": round_index,
+            }
+            if lead:  # unset, the keys of earlier runs' descriptions stay valid
+                key["describe_lead"] = lead
             out.append(
                 generation_request(
                     messages=messages_for(self.prompts, user),
-                    validate=_description_validator(str(example[spec.generated_field])),
-                    key={
-                        "task": spec.fingerprint(),
-                        "prompts": self.prompts.version,
-                        "describe": template,
-                        "stage": "describe",
-                        "error": digest,
-                        "round": round_index,
-                    },
+                    validate=_description_validator(str(example[spec.generated_field]), lead=lead),
+                    key=key,
                     json_schema={
                         "type": "object",
                         "properties": {"summary": {"type": "string"}},
                         "required": ["summary"],
                         "additionalProperties": False,
                     },
-                    prefill='{"summary": "',
+                    prefill='{"summary": "' + lead,
                     max_attempts=self.max_attempts,
                     meta={"error": digest},
                     affinity=digest,
@@ -415,11 +419,13 @@ class ErrorExtrapolator:
         return outcome
 
 
-def _description_validator(shown_text: str):
+def _description_validator(shown_text: str, *, lead: str = ""):
     """Validator of a description request: a ``summary`` of :data:`MIN_DESCRIPTION_WORDS` to
     :data:`MAX_DESCRIPTION_WORDS` words (a longer one is cut to its leading sentences within the limit) that does not
     copy the error's text (reasons ``missing_summary``, ``short_summary``, ``long_summary`` when not even its first
-    sentence fits, ``copied_summary``)."""
+    sentence fits, ``copied_summary``). The words of ``lead`` (the prefilled start, :attr:`PromptSet.describe_lead`)
+    do not count towards the minimum: the model has to write that many of its own."""
+    lead_words = len(lead.split())
     copy_check = Deduplicator(near_threshold=COPY_OVERLAP)
     copy_check.add(shown_text)
 
@@ -429,11 +435,11 @@ def _description_validator(shown_text: str):
             return None, "missing_summary"
         words = summary.split()
         summary = " ".join(words)
-        if len(words) < MIN_DESCRIPTION_WORDS:
+        if len(words) < MIN_DESCRIPTION_WORDS + lead_words:
             return None, "short_summary"
         if len(words) > MAX_DESCRIPTION_WORDS:
             summary = _leading_sentences(summary, MAX_DESCRIPTION_WORDS)
-            if len(summary.split()) < MIN_DESCRIPTION_WORDS:
+            if len(summary.split()) < MIN_DESCRIPTION_WORDS + lead_words:
                 return None, "long_summary"
         if copy_check.check(summary) is not None:
             return None, "copied_summary"

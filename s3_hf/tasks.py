@@ -250,7 +250,7 @@ class TaskSpec:
         ``hub_gold``, which only says where gold data lives."""
         data = self.to_dict()
         data.pop("hub_gold", None)
-        for name in ("describe", "extrapolate_described"):  # they key their own requests (error_view="description")
+        for name in ("describe", "extrapolate_described", "describe_lead"):  # they key their own requests
             (data.get("prompts") or {}).pop(name, None)
         payload = json.dumps(data, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()

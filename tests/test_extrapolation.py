@@ -222,7 +222,7 @@ def described_responder(request):
     if request.key["stage"] == "describe":
         if "Gorgeous photography" in prompt:
             return {"summary": IMDB_ERRORS[2]["text"]}
-        topic = "a slow film with a senseless ending" if "plot dragged" in prompt else "a charming comedy"
+        topic = "a slow film with a senseless ending" if "plot dragged" in prompt else "a charming comedy, warmly told"
         return {"summary": f"A review of {topic}."}
     topic = "slow senseless" if "slow film" in prompt else "charming comedy"
     return {"text": f"Candidate {request.meta['sample']} about a {topic} picture, written anew for training."}
@@ -277,6 +277,33 @@ def test_a_long_description_is_cut_to_its_leading_sentences_not_re_asked():
     assert outcome.described == 2 and outcome.rejected == {"no_description": 1}
 
 
+def test_a_description_lead_is_prefilled_per_label_and_its_words_do_not_count_as_the_models():
+    """PromptSet.describe_lead: the description reply is prefilled with ``{"summary": "`` and the lead (its
+    ``{label}`` filled per error), the lead is in the request key, and the model must add MIN_DESCRIPTION_WORDS
+    words of its own: a title after the lead is ``short_summary``. Unset, the prefill and key are as before."""
+    spec = get_task("imdb")
+    leaded = dataclasses.replace(spec, prompts=dataclasses.replace(spec.prompts, describe_lead="A {label} review of"))
+
+    def responder(request):  # what the summary would hold once the model's words are appended to the prefill
+        lead = request.prefill.removeprefix('{"summary": "')
+        if "plot dragged" in user_prompt(request):
+            return {"summary": f"{lead} a slow film with a senseless ending, told with irritation."}
+        return {"summary": f"{lead} Amélie"}  # the lead plus a title: no description of the model's own
+
+    engine = FakeEngine(responder)
+    extrapolator = ErrorExtrapolator(leaded, engine, examples_per_error=1, error_view="description", max_attempts=1)
+    requests = extrapolator.description_requests(IMDB_ERRORS[:2])
+    assert [r.prefill for r in requests] == ['{"summary": "A negative review of', '{"summary": "A positive review of']
+    assert requests[0].key["describe_lead"] == "A negative review of"
+    outcome, descriptions = extrapolator.describe(IMDB_ERRORS[:2])
+    described = "A negative review of a slow film with a senseless ending, told with irritation."
+    assert list(descriptions.values()) == [described]
+    assert outcome.rejected == {"short_summary": 1}
+    unled = dataclasses.replace(spec, prompts=dataclasses.replace(spec.prompts, describe_lead=None))
+    plain = ErrorExtrapolator(unled, engine, error_view="description").description_requests(IMDB_ERRORS[:1])[0]
+    assert plain.prefill == '{"summary": "' and "describe_lead" not in plain.key
+
+
 def test_description_view_config_errors_name_the_field(monkeypatch):
     with pytest.raises(S3ConfigError, match="error_view must be one of .*'summary'"):
         ErrorExtrapolator("imdb", FakeEngine(described_responder), error_view="summary")
@@ -305,6 +332,8 @@ def test_description_templates_key_their_own_requests_not_the_task_fingerprint()
     spec = get_task("imdb")
     other = dataclasses.replace(spec, prompts=dataclasses.replace(spec.prompts, describe="Describe {example}."))
     assert other.fingerprint() == spec.fingerprint()
+    leaded = dataclasses.replace(spec, prompts=dataclasses.replace(spec.prompts, describe_lead="The reviewer"))
+    assert leaded.fingerprint() == spec.fingerprint()
     keys = []
     for task in (spec, other):
         extrapolator = ErrorExtrapolator(task, FakeEngine(described_responder), error_view="description")
