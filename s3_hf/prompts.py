@@ -58,6 +58,9 @@ class PromptSet:
             ``None``: :data:`GENERIC_DESCRIBE`.
         extrapolate_described: writes a candidate from such a description (``{example}``); ``None``:
             :data:`GENERIC_EXTRAPOLATE_DESCRIBED`.
+        describe_lead: the words a description starts with, written for the model (the assistant turn is prefilled
+            with ``{"summary": "`` and these; ``{label}`` allowed), so that it describes rather than retells;
+            ``None``: no words, the model starts the summary itself.
     """
 
     version: str
@@ -73,10 +76,11 @@ class PromptSet:
     copy_retry: str | None = None
     describe: str | None = None
     extrapolate_described: str | None = None
+    describe_lead: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for name in ("copy_retry", "describe", "extrapolate_described"):
+        for name in ("copy_retry", "describe", "extrapolate_described", "describe_lead"):
             if data[name] is None:  # unset, they leave the task fingerprints (and LLM cache keys) as they were
                 del data[name]
         return data
@@ -155,6 +159,9 @@ _IMDB = PromptSet(
         "In one or two sentences, say what kind of movie it is about, what the reviewer liked or disliked, and the "
         'tone of the review. Do not quote it. Answer as JSON: {{"summary": "<the description>"}}'
     ),
+    # measured (benchmarks/extrapolation_cost.py, 40 real reviews): 7 description re-asks instead of 14, 74 of 78
+    # candidates kept by the verifier instead of 67 of 74
+    describe_lead="A {label} review of",
     extrapolate_described=(
         "A {label} movie review that a sentiment classifier got wrong was described like this:\n{example}\n"
         "Write a new {label} movie review like it, of two to four sentences, in the first person, as a viewer "
