@@ -235,3 +235,37 @@ def test_gold_curve_trains_on_nested_rows_outside_the_pool_and_gold_sets(monkeyp
     }
     table = gold_curve.render("imdb", by_seed, [10, 40])
     assert "| 40 | 53.00 ± 1.41 | 52.0, 54.0 | +3.00 [-9.71, +15.71] |" in table.replace("−", "-")
+
+
+def test_description_audit_replays_cached_description_replies_through_the_validator(monkeypatch, tmp_path):
+    """`benchmarks/description_audit.py` reads every description reply cached under a run folder (once per key,
+    whatever the folder nesting), judges it with the current validator against the review its prompt showed, and
+    groups the outcomes by the prefilled lead (the lead's words do not count as the model's)."""
+    monkeypatch.syspath_prepend(str(QUALITY.parent))
+    import description_audit
+
+    from s3_hf.response_cache import ResponseCache
+
+    review = "The plot dragged on for hours and the ending made no sense to anyone in the theatre at all."
+
+    def put(cache, name, text, lead=None, stage="describe"):
+        key = {"stage": stage, "error": name, **({"describe_lead": lead} if lead else {})}
+        prompt = f"system <data> and </data>\nuser\n<data>\n{review}\n</data>\nDescribe it.\nassistant\n"
+        request = {"key": key, "payload": {"prompt": prompt}}
+        cache.put(name, {"text": text}, request=request)
+
+    first, second = ResponseCache(tmp_path / "a" / "llm_cache"), ResponseCache(tmp_path / "b" / "deep" / "llm_cache")
+    put(first, "k1", 'A slow film with a senseless ending, told with irritation."}')
+    put(first, "k2", review + '"}')  # retells the review
+    put(first, "k3", 'Horror film"}')  # a title
+    put(first, "k4", '{"text": "a candidate"}', stage="extrapolate")  # not a description
+    put(second, "k1", 'A slow film with a senseless ending, told with irritation."}')  # the same key again
+    put(second, "k5", ' Amélie"}', lead="A negative review of")  # the lead alone is no description
+    put(second, "k6", ' a slow film with a senseless ending."}', lead="A negative review of")
+    by_lead = description_audit.audit(description_audit.description_replies([tmp_path]))
+    assert by_lead == {
+        "": {"ok": 1, "copied_summary": 1, "short_summary": 1},
+        "A negative review of": {"short_summary": 1, "ok": 1},
+    }
+    table = description_audit.render(by_lead)
+    assert "| (none) | 3 | 1 (33%) | 1 (33%) | 1 (33%) |" in table
