@@ -17,7 +17,8 @@ side on the same real gold "errors" (label-balanced IMDb pool rows):
 
 For each: requests, API calls (and why they exceed requests), accepted rows after de-duplication, rows kept by the LLM
 verifier, prompt / completion tokens per request, and generation + verification seconds per kept row, with the ratio
-to seed seconds per accepted row.
+to seed seconds per accepted row. Each variant's accepted rows are written to ``<out>/<variant>.jsonl`` (with the
+verifier's ``kept``).
 
 ``--logprob-servers both`` runs all of it twice, on two engines one after the other: ``off`` (one set of embedded
 servers keeps every prompt token's logits and answers everything, as before) and ``on`` (requests with logprobs, i.e.
@@ -34,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -55,9 +58,25 @@ DESCRIBE_LEADS = {
     "describe_labelled": "A {label} review of",
 }
 
+# a candidate that talks about a review ("The reviewer found...", "A positive review of...") instead of being one: the
+# description view's failure mode (the model hands its description back)
+ABOUT_A_REVIEW = re.compile(r"\breviewer|\b(?:this|the) review\b|\breview of\b", re.IGNORECASE)
+
 
 def run_variant(
-    name: str, engine, spec, errors, pool, *, k: int, chars: int, prompts, contrast: bool, verify: bool, view="text"
+    name: str,
+    engine,
+    spec,
+    errors,
+    pool,
+    *,
+    k: int,
+    chars: int,
+    prompts,
+    contrast: bool,
+    verify: bool,
+    view="text",
+    rows_out: Path | None = None,
 ):
     from s3_hf.extrapolation import ErrorExtrapolator
     from s3_hf.synthesis import make_deduplicator
@@ -87,11 +106,17 @@ def run_variant(
     results = engine.generate(requests, stage=name, desc=name, dedup=dedup)
     generation = time.time() - started
     accepted = [r.example for r in results if r.example is not None]
-    kept, verification = len(accepted), 0.0
+    kept, verification, flags = len(accepted), 0.0, [True] * len(accepted)
     if verify and accepted:
         started = time.time()
-        kept = sum(v.keep for v in LLMLabelVerifier(spec, engine).verdicts(accepted))
+        flags = [v.keep for v in LLMLabelVerifier(spec, engine).verdicts(accepted)]
+        kept = sum(flags)
         verification = time.time() - started
+    if rows_out is not None:  # the rows themselves, to read or profile (``kept``: the verifier's verdict)
+        rows_out.parent.mkdir(parents=True, exist_ok=True)
+        with rows_out.open("w", encoding="utf-8") as handle:
+            for example, flag in zip(accepted, flags):
+                handle.write(json.dumps({**example, "kept": flag}, ensure_ascii=False) + "\n")
     calls = sum(r.usage["api_calls"] for r in results)
     retries: dict[str, int] = {}
     for r in results:
@@ -103,6 +128,7 @@ def run_variant(
     usage = engine.usage.total(stage=name)
     return {
         "variant": name,
+        "about_a_review": sum(bool(ABOUT_A_REVIEW.search(example["text"])) for example in accepted),
         "requests": (described.requested if described else 0) + len(requests),
         "api_calls": calls,
         "retries": retries,
@@ -149,6 +175,7 @@ def measure(cli, config, spec, errors, pool, label: str) -> list[dict[str, Any]]
         results.append(
             {
                 "variant": f"{label}seed",
+                "about_a_review": sum(bool(ABOUT_A_REVIEW.search(e["text"])) for e in outcome.examples),
                 "requests": outcome.requested,
                 "api_calls": outcome.api_calls,
                 "retries": dict(outcome.retries),
@@ -162,7 +189,9 @@ def measure(cli, config, spec, errors, pool, label: str) -> list[dict[str, Any]]
         )
         for name in cli.variants:
             options = {"k": cli.k, **settings[name]}
-            row = run_variant(name, engine, spec, errors, pool, verify=True, **options)
+            prefix = label.split(":")[0].replace(" ", "_") + "_" if label else ""
+            rows_out = Path(cli.out) / f"{prefix}{name}.jsonl"
+            row = run_variant(name, engine, spec, errors, pool, verify=True, rows_out=rows_out, **options)
             results.append({**row, "variant": f"{label}{name}"})
     return results
 
@@ -223,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| variant | requests | API calls (retries by reason) | accepted | kept by LLM verifier | prompt tok / call | "
         "compl. tok / call | s generation | s verification | s per accepted row | s per kept row (incl. verify) | "
-        "× seed s per row |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "× seed s per row | accepted rows about a review |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for results in groups:
         seed_per_row = results[0]["seconds_generation"] / max(1, results[0]["accepted"])
@@ -235,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 f"| {r['variant']} | {r['requests']} | {r['api_calls']} ({retries}) | {r['accepted']} | {r['kept']} | "
                 f"{r['prompt_tokens']:.0f} | {r['completion_tokens']:.0f} | {r['seconds_generation']:.1f} | "
-                f"{r['seconds_verification']:.1f} | {per_accepted:.1f} | {per_kept:.1f} | {per_kept / seed_per_row:.2f} |"
+                f"{r['seconds_verification']:.1f} | {per_accepted:.1f} | {per_kept:.1f} | {per_kept / seed_per_row:.2f} | "
+                f"{r['about_a_review']} |"
             )
     if len(groups) == 2:
         lines += ["", "| variant | s generation + verification, on / off |", "|---|---|"]
