@@ -3,7 +3,8 @@ current validator (no LLM call), counted by reason and grouped by the prefilled 
 
 ``error_view="description"`` asks the LLM to describe each error before writing candidates from the description; a
 reply that retells the review (``copied_summary``), is a title (``short_summary``) or does not parse is re-asked, with
-the review in the prompt again. This shows how often, from the runs' own caches.
+the review in the prompt again. This shows how often, from the runs' own caches. It also counts the rounds' rows that
+talk about a review instead of being one (:data:`ABOUT_A_REVIEW`), per run folder.
 
     python benchmarks/description_audit.py runs
 """
@@ -11,6 +12,7 @@ the review in the prompt again. This shows how often, from the runs' own caches.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from collections import Counter
@@ -19,6 +21,9 @@ from typing import Any
 
 SUMMARY_PREFILL = '{"summary": "'
 _SHOWN = re.compile(r"<data>\n(.*?)\n</data>", re.S)
+# a row that talks about a review ("The reviewer found...", "A positive review of...") instead of being one: the
+# description view's failure mode (the model hands its description back)
+ABOUT_A_REVIEW = re.compile(r"\breviewer|\b(?:this|the) review\b|\breview of\b", re.IGNORECASE)
 
 
 def description_replies(paths: list[Path]) -> list[dict[str, Any]]:
@@ -72,11 +77,33 @@ def render(by_lead: dict[str, Counter]) -> str:
     return "\n".join(lines)
 
 
+def rows_about_a_review(paths: list[Path]) -> list[tuple[str, int, int]]:
+    """``(run folder, round rows, rows about a review)`` for every run folder under ``paths`` with written rounds
+    (``data/round_<k>.jsonl``; the seed is not counted: it is not written from descriptions)."""
+    out = []
+    for data in sorted({f.parent for path in paths for f in path.rglob("data/round_*.jsonl")}):
+        texts = [
+            json.loads(line)["text"]
+            for file in sorted(data.glob("round_*.jsonl"))
+            for line in file.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+        out.append((str(data.parent), len(texts), sum(bool(ABOUT_A_REVIEW.search(t)) for t in texts)))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, help="run folders (searched for LLM caches)")
     cli = parser.parse_args(argv)
     print(render(audit(description_replies(cli.paths))))
+    rows = rows_about_a_review(cli.paths)
+    if rows:
+        print("\n| run | round rows | about a review |\n|---|---|---|")
+        for run, total, about in rows:
+            print(f"| {run} | {total} | {about} ({100 * about / max(total, 1):.0f}%) |")
+        total, about = sum(r[1] for r in rows), sum(r[2] for r in rows)
+        print(f"| all | {total} | {about} ({100 * about / max(total, 1):.0f}%) |")
     return 0
 
 

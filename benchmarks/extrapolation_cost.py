@@ -38,11 +38,12 @@ import dataclasses
 import json
 import os
 import random
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from description_audit import ABOUT_A_REVIEW
 
 V3_EXTRAPOLATE = (
     "Here is a {label} movie review that a sentiment classifier got wrong:\n{example}\n"
@@ -57,10 +58,6 @@ DESCRIBE_LEADS = {
     "describe_reviewer": "The reviewer",
     "describe_labelled": "A {label} review of",
 }
-
-# a candidate that talks about a review ("The reviewer found...", "A positive review of...") instead of being one: the
-# description view's failure mode (the model hands its description back)
-ABOUT_A_REVIEW = re.compile(r"\breviewer|\b(?:this|the) review\b|\breview of\b", re.IGNORECASE)
 
 
 def run_variant(

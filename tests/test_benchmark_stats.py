@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import statistics
 import types
 from pathlib import Path
@@ -269,3 +270,11 @@ def test_description_audit_replays_cached_description_replies_through_the_valida
     }
     table = description_audit.render(by_lead)
     assert "| (none) | 3 | 1 (33%) | 1 (33%) | 1 (33%) |" in table
+    # the rounds' rows that talk about a review instead of being one; the seed's are not counted
+    data = tmp_path / "a" / "data"
+    data.mkdir()
+    rows = ["The reviewer found it dull.", "A positive review of a warm film.", "I loved every minute of it."]
+    (data / "round_1.jsonl").write_text("".join(json.dumps({"text": t, "label": 1}) + "\n" for t in rows))
+    (data / "round_2.jsonl").write_text(json.dumps({"text": "This review is glowing.", "label": 1}) + "\n")
+    (data / "seed.jsonl").write_text(json.dumps({"text": "The reviewer liked it.", "label": 1}) + "\n")
+    assert description_audit.rows_about_a_review([tmp_path]) == [(str(tmp_path / "a"), 4, 3)]
