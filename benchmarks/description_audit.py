@@ -78,16 +78,19 @@ def render(by_lead: dict[str, Counter]) -> str:
 
 
 def rows_about_a_review(paths: list[Path]) -> list[tuple[str, int, int]]:
-    """``(run folder, round rows, rows about a review)`` for every run folder under ``paths`` with written rounds
-    (``data/round_<k>.jsonl``; the seed is not counted: it is not written from descriptions)."""
+    """``(run folder, round rows, rows about a review)`` for every single-text run folder under ``paths`` with written
+    rounds (``data/round_<k>.jsonl``; the seed is not counted: it is not written from descriptions)."""
     out = []
     for data in sorted({f.parent for path in paths for f in path.rglob("data/round_*.jsonl")}):
-        texts = [
-            json.loads(line)["text"]
+        rows = [
+            json.loads(line)
             for file in sorted(data.glob("round_*.jsonl"))
             for line in file.read_text(encoding="utf-8").splitlines()
             if line.strip()
         ]
+        texts = [row["text"] for row in rows if isinstance(row.get("text"), str)]
+        if not texts:  # a pair or QA task's run: no review to read
+            continue
         out.append((str(data.parent), len(texts), sum(bool(ABOUT_A_REVIEW.search(t)) for t in texts)))
     return out
 

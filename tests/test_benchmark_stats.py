@@ -277,4 +277,7 @@ def test_description_audit_replays_cached_description_replies_through_the_valida
     (data / "round_1.jsonl").write_text("".join(json.dumps({"text": t, "label": 1}) + "\n" for t in rows))
     (data / "round_2.jsonl").write_text(json.dumps({"text": "This review is glowing.", "label": 1}) + "\n")
     (data / "seed.jsonl").write_text(json.dumps({"text": "The reviewer liked it.", "label": 1}) + "\n")
+    pair = tmp_path / "b" / "data"  # a pair task's run has no review to read: left out
+    pair.mkdir(parents=True)
+    (pair / "round_1.jsonl").write_text(json.dumps({"text1": "A review of it.", "text2": "Why?", "label": 0}) + "\n")
     assert description_audit.rows_about_a_review([tmp_path]) == [(str(tmp_path / "a"), 4, 3)]
