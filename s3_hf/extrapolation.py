@@ -424,8 +424,9 @@ def _description_validator(shown_text: str, *, lead: str = ""):
     :data:`MAX_DESCRIPTION_WORDS` words (a longer one is cut to its leading sentences within the limit) that does not
     copy the error's text (reasons ``missing_summary``, ``short_summary``, ``long_summary`` when not even its first
     sentence fits, ``copied_summary``). The words of ``lead`` (the prefilled start, :attr:`PromptSet.describe_lead`)
-    do not count towards the minimum: the model has to write that many of its own."""
-    lead_words = len(lead.split())
+    do not count towards the minimum when the summary starts with them: the model has to write that many of its own
+    (an endpoint that does not take the prefill, ``prefill_mode="inline"``, answers without the lead)."""
+    lead = " ".join(lead.split())
     copy_check = Deduplicator(near_threshold=COPY_OVERLAP)
     copy_check.add(shown_text)
 
@@ -435,11 +436,12 @@ def _description_validator(shown_text: str, *, lead: str = ""):
             return None, "missing_summary"
         words = summary.split()
         summary = " ".join(words)
-        if len(words) < MIN_DESCRIPTION_WORDS + lead_words:
+        minimum = MIN_DESCRIPTION_WORDS + (len(lead.split()) if lead and summary.startswith(lead) else 0)
+        if len(words) < minimum:
             return None, "short_summary"
         if len(words) > MAX_DESCRIPTION_WORDS:
             summary = _leading_sentences(summary, MAX_DESCRIPTION_WORDS)
-            if len(summary.split()) < MIN_DESCRIPTION_WORDS + lead_words:
+            if len(summary.split()) < minimum:
                 return None, "long_summary"
         if copy_check.check(summary) is not None:
             return None, "copied_summary"

@@ -299,6 +299,10 @@ def test_a_description_lead_is_prefilled_per_label_and_its_words_do_not_count_as
     described = "A negative review of a slow film with a senseless ending, told with irritation."
     assert list(descriptions.values()) == [described]
     assert outcome.rejected == {"short_summary": 1}
+    # an endpoint that does not take the prefill (prefill_mode="inline") answers without the lead: its own 4 words
+    inline = FakeEngine(lambda request: {"summary": "A slow, senseless film."})
+    _, described = ErrorExtrapolator(leaded, inline, error_view="description", max_attempts=1).describe(IMDB_ERRORS[:1])
+    assert list(described.values()) == ["A slow, senseless film."]
     unled = dataclasses.replace(spec, prompts=dataclasses.replace(spec.prompts, describe_lead=None))
     plain = ErrorExtrapolator(unled, engine, error_view="description").description_requests(IMDB_ERRORS[:1])[0]
     assert plain.prefill == '{"summary": "' and "describe_lead" not in plain.key
