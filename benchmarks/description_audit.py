@@ -19,11 +19,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-SUMMARY_PREFILL = '{"summary": "'
 _SHOWN = re.compile(r"<data>\n(.*?)\n</data>", re.S)
 # a row that talks about a review ("The reviewer found...", "A positive review of...") instead of being one: the
 # description view's failure mode (the model hands its description back)
 ABOUT_A_REVIEW = re.compile(r"\breviewer|\b(?:this|the) review\b|\breview of\b", re.IGNORECASE)
+
+
+def count_about_a_review(texts) -> int:
+    """How many of ``texts`` talk about a review (:data:`ABOUT_A_REVIEW`)."""
+    return sum(bool(ABOUT_A_REVIEW.search(text)) for text in texts)
 
 
 def description_replies(paths: list[Path]) -> list[dict[str, Any]]:
@@ -42,7 +46,7 @@ def description_replies(paths: list[Path]) -> list[dict[str, Any]]:
 
 def audit(records: list[dict[str, Any]]) -> dict[str, Counter]:
     """lead -> Counter of validator outcomes (``ok`` or the rejection reason)."""
-    from s3_hf.extrapolation import _description_validator
+    from s3_hf.extrapolation import DESCRIPTION_PREFILL, _description_validator
     from s3_hf.output_parsing import extract_json
 
     by_lead: dict[str, Counter] = {}
@@ -52,7 +56,7 @@ def audit(records: list[dict[str, Any]]) -> dict[str, Counter]:
         prompt = payload.get("prompt") or str(payload.get("messages"))
         shown = _SHOWN.findall(prompt)
         lead = request["key"].get("describe_lead") or ""  # in the request's key when one was prefilled
-        prefill = SUMMARY_PREFILL + lead
+        prefill = DESCRIPTION_PREFILL + lead
         counts = by_lead.setdefault(lead, Counter())
         if not shown:
             counts["no_shown_text"] += 1
@@ -91,7 +95,7 @@ def rows_about_a_review(paths: list[Path]) -> list[tuple[str, int, int]]:
         texts = [row["text"] for row in rows if isinstance(row.get("text"), str)]
         if not texts:  # a pair or QA task's run: no review to read
             continue
-        out.append((str(data.parent), len(texts), sum(bool(ABOUT_A_REVIEW.search(t)) for t in texts)))
+        out.append((str(data.parent), len(texts), count_about_a_review(texts)))
     return out
 
 

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from description_audit import ABOUT_A_REVIEW
+from description_audit import count_about_a_review
 
 V3_EXTRAPOLATE = (
     "Here is a {label} movie review that a sentiment classifier got wrong:\n{example}\n"
@@ -125,7 +125,7 @@ def run_variant(
     usage = engine.usage.total(stage=name)
     return {
         "variant": name,
-        "about_a_review": sum(bool(ABOUT_A_REVIEW.search(example["text"])) for example in accepted),
+        "about_a_review": count_about_a_review(example["text"] for example in accepted),
         "requests": (described.requested if described else 0) + len(requests),
         "api_calls": calls,
         "retries": retries,
@@ -172,7 +172,7 @@ def measure(cli, config, spec, errors, pool, label: str) -> list[dict[str, Any]]
         results.append(
             {
                 "variant": f"{label}seed",
-                "about_a_review": sum(bool(ABOUT_A_REVIEW.search(e["text"])) for e in outcome.examples),
+                "about_a_review": count_about_a_review(e["text"] for e in outcome.examples),
                 "requests": outcome.requested,
                 "api_calls": outcome.api_calls,
                 "retries": dict(outcome.retries),

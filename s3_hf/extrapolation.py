@@ -69,6 +69,8 @@ ErrorsInput = Any  # datasets.Dataset | Iterable[dict] | str | Path
 # retelling. A longer one is first cut to its leading sentences within the limit, so it costs no re-ask (measured on
 # 656 description replies of the 36-error IMDb benchmark, seeds 2-8: 59 were too long, and each had such sentences).
 MIN_DESCRIPTION_WORDS, MAX_DESCRIPTION_WORDS = 3, 60
+# what a description reply is prefilled with, before PromptSet.describe_lead
+DESCRIPTION_PREFILL = '{"summary": "'
 
 
 def load_errors(errors: ErrorsInput, task: str | TaskSpec) -> list[dict[str, Any]]:
@@ -278,7 +280,7 @@ class ErrorExtrapolator:
                         "required": ["summary"],
                         "additionalProperties": False,
                     },
-                    prefill='{"summary": "' + lead,
+                    prefill=DESCRIPTION_PREFILL + lead,
                     max_attempts=self.max_attempts,
                     meta={"error": digest},
                     affinity=digest,
