@@ -13,7 +13,10 @@ side on the same real gold "errors" (label-balanced IMDb pool rows):
   (``error_view="description"``: one request per error has the LLM describe it, and the k candidates are written
   from that description without seeing the error; the description requests count among requests and calls),
   and ``describe_nolead`` / ``describe_reviewer`` / ``describe_labelled``: ``describe`` with the description's
-  first words prefilled (:data:`DESCRIBE_LEADS`, ``PromptSet.describe_lead``).
+  first words prefilled (:data:`DESCRIBE_LEADS`, ``PromptSet.describe_lead``); ``describe_firstperson`` (the
+  shipped lead, candidates asked for the review itself in the first person, never a text about a review) and
+  ``describe_firstperson_movie`` (that, and descriptions asked about the movie, not about the reviewer):
+  :data:`FIRST_PERSON_PROMPTS`.
 
 For each: requests, API calls (and why they exceed requests), accepted rows after de-duplication, rows kept by the LLM
 verifier, prompt / completion tokens per request, and generation + verification seconds per kept row, with the ratio
@@ -29,6 +32,8 @@ engine's servers are started, and the verifier's warmed by one call, before anyt
     python benchmarks/extrapolation_cost.py --errors 10 --k 2 --variants describe --logprob-servers both
     python benchmarks/extrapolation_cost.py --errors 40 --k 2 --variants describe_nolead describe_reviewer \
         describe_labelled
+    python benchmarks/extrapolation_cost.py --errors 40 --k 2 --seed 1 --variants describe_labelled \
+        describe_firstperson describe_firstperson_movie
 """
 
 from __future__ import annotations
@@ -57,6 +62,24 @@ DESCRIBE_LEADS = {
     "describe_nolead": None,
     "describe_reviewer": "The reviewer",
     "describe_labelled": "A {label} review of",
+}
+
+# ``describe_labelled`` with prompts that ask for the review itself, not a text about it (a third of the rows written
+# from descriptions said "the reviewer ..." or "this review ...": description_audit.py)
+FIRST_PERSON_DESCRIBED = (
+    "A {label} movie review that a sentiment classifier got wrong was described like this:\n{example}\n"
+    "Now write such a review yourself: two to four sentences by a viewer of such a movie, in the first person, "
+    "clearly {label} ({label_hint}). Write the review, not a text about it: never mention a review or a reviewer. "
+    'Answer as JSON: {{"text": "<the review>"}}'
+)
+MOVIE_DESCRIBE = (
+    "Here is a {label} movie review that a sentiment classifier got wrong:\n{example}\n"
+    "In one or two sentences, say what kind of movie it is, what is good or bad about the movie, and the tone. "
+    'Do not quote it. Answer as JSON: {{"summary": "<the description>"}}'
+)
+FIRST_PERSON_PROMPTS = {
+    "describe_firstperson": {"extrapolate_described": FIRST_PERSON_DESCRIBED},
+    "describe_firstperson_movie": {"extrapolate_described": FIRST_PERSON_DESCRIBED, "describe": MOVIE_DESCRIBE},
 }
 
 
@@ -160,6 +183,9 @@ def measure(cli, config, spec, errors, pool, label: str) -> list[dict[str, Any]]
     for name, lead in DESCRIBE_LEADS.items():
         leaded = dataclasses.replace(spec.prompts, describe_lead=lead, version=f"{spec.prompts.version}-{name}")
         settings[name] = {**settings["describe"], "prompts": leaded}
+    for name, fields in FIRST_PERSON_PROMPTS.items():
+        changed = dataclasses.replace(spec.prompts, **fields, version=f"{spec.prompts.version}-{name}")
+        settings[name] = {**settings["describe"], "prompts": changed}
     results: list[dict[str, Any]] = []
     with LLMEngine(config) as engine:
         LLMLabelVerifier(spec, engine).verdicts(errors[:1])  # starts the servers (the verifier's too) untimed
