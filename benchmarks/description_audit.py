@@ -46,7 +46,7 @@ def description_replies(paths: list[Path]) -> list[dict[str, Any]]:
 
 def audit(records: list[dict[str, Any]]) -> dict[str, Counter]:
     """lead -> Counter of validator outcomes (``ok`` or the rejection reason)."""
-    from s3_hf.extrapolation import DESCRIPTION_PREFILL, _description_validator
+    from s3_hf.extrapolation import DESCRIPTION_PREFILL, description_validator
     from s3_hf.output_parsing import extract_json
 
     by_lead: dict[str, Counter] = {}
@@ -63,7 +63,7 @@ def audit(records: list[dict[str, Any]]) -> dict[str, Counter]:
             continue
         parsed, reason = extract_json((record.get("response") or {}).get("text"), prefill=prefill)
         if parsed is not None:
-            _, reason = _description_validator(shown[-1], lead=lead)(parsed)
+            _, reason = description_validator(shown[-1], lead=lead)(parsed)
         counts[reason or "ok"] += 1
     return by_lead
 

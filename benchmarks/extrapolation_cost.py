@@ -83,6 +83,21 @@ FIRST_PERSON_PROMPTS = {
 }
 
 
+def stand_in_errors(n_errors: int, seed: int, pool_size: int = 400) -> tuple[list[dict], list[dict]]:
+    """``(errors, pool)``: ``n_errors`` real IMDb training reviews standing in for a round's errors, label-balanced and
+    alternating (negative, positive, ...), from the first ``pool_size`` of the offline training split shuffled by
+    ``seed``; ``pool`` is the rest of those rows, shuffled (the contrastive neighbours)."""
+    from s3_hf.gold import load_gold
+    from s3_hf.tasks import get_task
+
+    rows = load_gold(get_task("imdb"), "offline")["train"].shuffle(seed=seed).select(range(pool_size)).to_list()
+    by_label = {label: [r for r in rows if r["label"] == label] for label in (0, 1)}
+    errors = [by_label[i % 2][i // 2] for i in range(n_errors)]
+    pool = [r for r in rows if r not in errors]
+    random.Random(seed).shuffle(pool)
+    return errors, pool
+
+
 def run_variant(
     name: str,
     engine,
@@ -161,8 +176,9 @@ def run_variant(
     }
 
 
-def measure(cli, config, spec, errors, pool, label: str) -> list[dict[str, Any]]:
-    """Seed synthesis, then every variant, on one engine built from ``config``; rows named ``<label>variant``."""
+def measure(cli, config, spec, errors, pool, label: str, file_prefix: str = "") -> list[dict[str, Any]]:
+    """Seed synthesis, then every variant, on one engine built from ``config``; rows named ``<label>variant``, row
+    files ``<out>/<file_prefix><variant>.jsonl``."""
     from s3_hf.config import S3Config
     from s3_hf.llm_engine import LLMEngine
     from s3_hf.prompts import COPY_RETRY
@@ -212,8 +228,7 @@ def measure(cli, config, spec, errors, pool, label: str) -> list[dict[str, Any]]
         )
         for name in cli.variants:
             options = {"k": cli.k, **settings[name]}
-            prefix = label.split(":")[0].replace(" ", "_") + "_" if label else ""
-            rows_out = Path(cli.out) / f"{prefix}{name}.jsonl"
+            rows_out = Path(cli.out) / f"{file_prefix}{name}.jsonl"
             row = run_variant(name, engine, spec, errors, pool, verify=True, rows_out=rows_out, **options)
             results.append({**row, "variant": f"{label}{name}"})
     return results
@@ -241,18 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from s3_hf.config import S3Config
-    from s3_hf.gold import load_gold
     from s3_hf.llm_engine import LLMConfig
     from s3_hf.tasks import get_task
 
     spec = get_task("imdb")
     defaults = S3Config()
-    rows = load_gold(spec, "offline")["train"].shuffle(seed=cli.seed).select(range(400)).to_list()
-    rng = random.Random(cli.seed)
-    by_label = {label: [r for r in rows if r["label"] == label] for label in (0, 1)}
-    errors = [by_label[i % 2][i // 2] for i in range(cli.errors)]
-    pool = [r for r in rows if r not in errors]
-    rng.shuffle(pool)
+    errors, pool = stand_in_errors(cli.errors, cli.seed)
     modes = {"on": [True], "off": [False], "both": [False, True]}[cli.logprob_servers]
     groups = []
     for split in modes:
@@ -268,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             local_logprob_servers=split,
         )
         label = f"logprob servers {'on' if split else 'off'}: " if len(modes) > 1 else ""
-        groups.append(measure(cli, config, spec, errors, pool, label))
+        file_prefix = f"logprob_servers_{'on' if split else 'off'}_" if len(modes) > 1 else ""
+        groups.append(measure(cli, config, spec, errors, pool, label, file_prefix))
     lines = [
         f"Extrapolation cost on {cli.errors} real IMDb rows (k={cli.k} for the current kit), one engine per group, "
         "no cache",

@@ -28,18 +28,16 @@ from pathlib import Path
 def build_prompts(n_errors: int, seed: int) -> list[dict]:
     """Completion payloads of a round's text calls: ``n_errors`` description requests (the review shown) and two
     candidate requests per error written from a stand-in description (the review's first sentence)."""
+    from extrapolation_cost import stand_in_errors
+
     from s3_hf.dedup import split_sentences
     from s3_hf.extrapolation import ErrorExtrapolator
-    from s3_hf.gold import load_gold
     from s3_hf.llm_wire import render_chatml
     from s3_hf.tasks import get_task
     from s3_hf.verification import example_digest
 
     spec = get_task("imdb")
-    rows = load_gold(spec, "offline")["train"].shuffle(seed=seed).select(range(4 * n_errors)).to_list()
-    errors = [r for r in rows if r["label"] == 0][: n_errors // 2] + [r for r in rows if r["label"] == 1][
-        : n_errors - n_errors // 2
-    ]
+    errors, _ = stand_in_errors(n_errors, seed)
     extrapolator = ErrorExtrapolator(spec, engine=None, examples_per_error=2, error_view="description", seed=seed)
     requests = extrapolator.description_requests(errors)
     descriptions = {example_digest(e): split_sentences(e["text"])[0][1][:300] for e in errors}

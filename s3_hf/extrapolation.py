@@ -272,7 +272,7 @@ class ErrorExtrapolator:
             out.append(
                 generation_request(
                     messages=messages_for(self.prompts, user),
-                    validate=_description_validator(str(example[spec.generated_field]), lead=lead),
+                    validate=description_validator(str(example[spec.generated_field]), lead=lead),
                     key=key,
                     json_schema={
                         "type": "object",
@@ -421,7 +421,7 @@ class ErrorExtrapolator:
         return outcome
 
 
-def _description_validator(shown_text: str, *, lead: str = ""):
+def description_validator(shown_text: str, *, lead: str = ""):
     """Validator of a description request: a ``summary`` of :data:`MIN_DESCRIPTION_WORDS` to
     :data:`MAX_DESCRIPTION_WORDS` words (a longer one is cut to its leading sentences within the limit) that does not
     copy the error's text (reasons ``missing_summary``, ``short_summary``, ``long_summary`` when not even its first
