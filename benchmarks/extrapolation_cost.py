@@ -176,9 +176,12 @@ def run_variant(
     }
 
 
-def measure(cli, config, spec, errors, pool, label: str, file_prefix: str = "") -> list[dict[str, Any]]:
-    """Seed synthesis, then every variant, on one engine built from ``config``; rows named ``<label>variant``, row
-    files ``<out>/<file_prefix><variant>.jsonl``."""
+def measure(cli, config, spec, errors, pool, group: str = "") -> list[dict[str, Any]]:
+    """Seed synthesis, then every variant, on one engine built from ``config``. ``group`` (``"on"`` / ``"off"`` when
+    ``--logprob-servers both``, else ``""``) names the rows (``logprob servers on: <variant>``) and the row files
+    (``<out>/logprob_servers_on_<variant>.jsonl``; ``<out>/<variant>.jsonl`` without a group)."""
+    label = f"logprob servers {group}: " if group else ""
+    file_prefix = f"logprob_servers_{group}_" if group else ""
     from s3_hf.config import S3Config
     from s3_hf.llm_engine import LLMEngine
     from s3_hf.prompts import COPY_RETRY
@@ -206,7 +209,7 @@ def measure(cli, config, spec, errors, pool, label: str, file_prefix: str = "") 
     with LLMEngine(config) as engine:
         LLMLabelVerifier(spec, engine).verdicts(errors[:1])  # starts the servers (the verifier's too) untimed
         synth = SeedSynthesizer(spec, engine, seed=cli.seed, deduplicator=make_deduplicator(spec))
-        synth.rationales(path=Path(cli.out) / f"{label}rationales.json")
+        synth.rationales(path=Path(cli.out) / f"{file_prefix}rationales.json")
         started = time.time()
         outcome = synth.generate(cli.errors * cli.k)
         seed_seconds = time.time() - started
@@ -276,9 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             local_replicas=defaults.local_replicas,
             local_logprob_servers=split,
         )
-        label = f"logprob servers {'on' if split else 'off'}: " if len(modes) > 1 else ""
-        file_prefix = f"logprob_servers_{'on' if split else 'off'}_" if len(modes) > 1 else ""
-        groups.append(measure(cli, config, spec, errors, pool, label, file_prefix))
+        groups.append(measure(cli, config, spec, errors, pool, ("on" if split else "off") if len(modes) > 1 else ""))
     lines = [
         f"Extrapolation cost on {cli.errors} real IMDb rows (k={cli.k} for the current kit), one engine per group, "
         "no cache",
