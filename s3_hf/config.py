@@ -25,7 +25,7 @@ from .yaml_fields import read_yaml_fields
 
 METHODS = ("s3", "zerogen", "seed_same_size", "goldgen")
 BASELINES = METHODS[1:]
-ROUND_GATES = ("validation", "none")
+ROUND_GATES = ("validation", "validation_or_tie", "none")
 SEED_PROMPTS = ("task", "zerogen")
 CLASSIFICATION_MAX_LENGTH = 128
 
@@ -66,9 +66,12 @@ class S3Config:
     round_gate: str = field(
         default="validation",
         metadata=_help(
-            "'validation': a round whose model scores below the best kept round's on the gold validation rows is "
-            "set aside (its rows stay in its published config and its results in the table, but they leave training "
-            "and the 'all' config, and the next round extrapolates the kept model's errors); 'none': keep every round"
+            "'validation': a round is kept only when its model beats the best kept round's score on the gold "
+            "validation rows, strictly, as the Trainer keeps a later checkpoint as best only when it scores higher "
+            "(a tie keeps the smaller training set); a round set aside keeps its rows in its published config and its "
+            "results in the table, but they leave training and the 'all' config, and the next round extrapolates the "
+            "kept model's errors; 'validation_or_tie': also keep a round that ties (the rule until 2026-12-06); "
+            "'none': keep every round"
         ),
     )
     output_dir: str | None = field(

@@ -14,8 +14,8 @@ Round ``k`` (``0`` = seed) has three stages, each a checkpoint recorded in ``<ou
 atomically): ``data`` (round 0: rationales + seed synthesis; round k: ``k`` candidates per error of round k-1,
 each verified), ``train`` (train the small model from its base checkpoint on the kept rounds' data so far, evaluate
 it on the error pool with the :class:`~s3_hf.callback.MisclassificationCallback`, then score it on the gold
-validation and test sets; with ``--round-gate validation`` a round scoring below the best kept round on validation is
-set aside: later rounds neither train on its rows nor extrapolate its errors) and ``publish`` (config
+validation and test sets; with ``--round-gate validation`` a round that does not beat the best kept round on validation
+is set aside: later rounds neither train on its rows nor extrapolate its errors) and ``publish`` (config
 ``round_k``/``seed`` + ``all`` pushed as one commit tagged ``round-k``, with the dataset card's per-round table and
 accuracy plot). A killed run started again resumes at the stage it stopped: finished stages are skipped, and the
 LLM engine's response cache replays every completed call of an interrupted stage.
@@ -578,7 +578,8 @@ class S3Pipeline:
 
     def _stage_train(self, k: int) -> None:
         """Train round ``k``'s model on the kept rounds' rows and its own; with ``round_gate``, decide whether the
-        round is kept: its validation score must reach the best kept round's."""
+        round is kept: its validation score must beat the best kept round's (``validation``; a tie is no gain, as for
+        the Trainer's best checkpoint) or reach it (``validation_or_tie``)."""
         c = self.config
         gated = c.round_gate != "none"
         final_model = self.out / "s3" / "final_model"
@@ -593,11 +594,15 @@ class S3Pipeline:
         if gated and k > 0:
             rounds = self.state["s3"]["rounds"]
             best = max(rounds[str(j)]["validation"] for j in range(k) if self.kept(j))
-            result["round_kept"] = result["validation"] >= best
+            tie_kept = c.round_gate == "validation_or_tie" and result["validation"] == best
+            result["round_kept"] = result["validation"] > best or tie_kept
             result["gate_best_validation"] = best
             if not result["round_kept"]:
                 logger.info(
-                    "round %d set aside: validation %.3f < %.3f of the best kept round", k, result["validation"], best
+                    "round %d set aside: validation %.3f does not beat %.3f of the best kept round",
+                    k,
+                    result["validation"],
+                    best,
                 )
                 if k == c.rounds and self.process.is_main_process:  # the final model is the kept round's
                     shutil.rmtree(final_model, ignore_errors=True)

@@ -173,8 +173,9 @@ def round_card(
         "stage (the LLM calls: rationales and seed rows, or descriptions, candidates and verdicts; and the checks) "
         "per new row; `pool errors`: errors of this "
         "round's model on the error pool; scores: the small model trained on the kept rounds' data up to that round, "
-        "on the gold validation and test sets. A round marked `set aside` scored below the best kept round on the "
-        "validation set (`round_gate`): its rows are in its own config but not in `all`, and later rounds neither "
+        "on the gold validation and test sets. A round marked `set aside` did not beat the best kept round on the "
+        "validation set (`round_gate`; with `validation_or_tie`, scored below it): its rows are in its own config "
+        "but not in `all`, and later rounds neither "
         "train on them nor extrapolate its model's errors.\n\n![accuracy per round](accuracy.png)",
         "Run": run,
     }

@@ -737,10 +737,21 @@ def test_extrapolate_context_writes_new_contexts_and_best_epoch_selection(tmp_pa
     assert not list(out.rglob("checkpoint-*"))
 
 
-@pytest.mark.parametrize("scores, final_round", [((0.70, 0.60, 0.75), 2), ((0.70, 0.80, 0.75), 1)])
-def test_round_gate_sets_aside_a_round_that_lowers_validation(tmp_path, monkeypatch, scores, final_round):
-    """round_gate='validation': a round scoring below the best kept round on validation leaves training, the 'all'
-    config and the error source; the final model is the last kept round's."""
+@pytest.mark.parametrize(
+    "scores, final_round, gate",
+    [
+        ((0.70, 0.60, 0.75), 2, "validation"),
+        ((0.70, 0.80, 0.75), 1, "validation"),
+        ((0.70, 0.70, 0.75), 2, "validation"),  # a tie is no gain: round 1 is set aside
+        ((0.70, 0.70, 0.65), 1, "validation_or_tie"),  # the older rule keeps the tie, sets aside round 2's fall
+    ],
+)
+def test_round_gate_sets_aside_a_round_that_does_not_gain_on_validation(
+    tmp_path, monkeypatch, scores, final_round, gate
+):
+    """round_gate='validation': a round that does not beat the best kept round on validation (a tie included) leaves
+    training, the 'all' config and the error source; the final model is the last kept round's. 'validation_or_tie'
+    keeps a tie."""
     from fake_llm import FakeEngine, user_prompt
 
     from s3_hf.pipeline import S3Pipeline
@@ -766,7 +777,7 @@ def test_round_gate_sets_aside_a_round_that_lowers_validation(tmp_path, monkeypa
     monkeypatch.setattr(S3Pipeline, "_train_and_evaluate", fake_train)
     config = S3Config(
         output_dir=str(tmp_path / "run"), seed_size=4, rationales_per_label=6, max_errors_per_round=4,
-        examples_per_error=1, rounds=2, round_gate="validation",
+        examples_per_error=1, rounds=2, round_gate=gate,
     )  # fmt: skip
     results = S3Pipeline(config, engine=engine).run()
     rounds = results["state"]["s3"]["rounds"]
