@@ -594,8 +594,7 @@ class S3Pipeline:
         if gated and k > 0:
             rounds = self.state["s3"]["rounds"]
             best = max(rounds[str(j)]["validation"] for j in range(k) if self.kept(j))
-            tie_kept = c.round_gate == "validation_or_tie" and result["validation"] == best
-            result["round_kept"] = result["validation"] > best or tie_kept
+            result["round_kept"] = round_gate_keeps(c.round_gate, result["validation"], best)
             result["gate_best_validation"] = best
             if not result["round_kept"]:
                 logger.info(
@@ -877,6 +876,15 @@ def _accumulate(info: dict[str, Any], outcome: Any) -> None:
         total = info.setdefault("verification", {}).setdefault(verifier, {"checked": 0, "kept": 0, "dropped": 0})
         for name, value in stats.items():
             total[name] += value
+
+
+def round_gate_keeps(rule: str, validation: float, best: float) -> bool:
+    """Whether the round gate ``rule`` (``S3Config.round_gate``) keeps a round scoring ``validation`` when the best
+    kept round scored ``best``: ``"validation"`` needs a gain (a tie is none, as for the Trainer's best checkpoint),
+    ``"validation_or_tie"`` also keeps a tie, ``"none"`` keeps every round."""
+    if rule == "none":
+        return True
+    return validation > best or (rule == "validation_or_tie" and validation == best)
 
 
 def _best_epoch(state: Any) -> float | None:
