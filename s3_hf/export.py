@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     """``s3-hf export --task T --source DIR --output OUT [--overwrite]``."""
     parser = argparse.ArgumentParser(prog="s3-hf export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", required=True, help=f"task name ({', '.join(list_tasks())}) or a task YAML file")
-    parser.add_argument("--source", required=True, help="folder of S3 json files (*seed*, *round_<k>*/*additional_<k>*)")
+    parser.add_argument(
+        "--source", required=True, help="folder of S3 json files (*seed*, *round_<k>*/*additional_<k>*)"
+    )
     parser.add_argument("--output", required=True, help="folder to write the Hub-layout dataset repo to")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     parser.add_argument("--title", default=None, help="title of the dataset card")

@@ -347,7 +347,10 @@ class S3Pipeline:
             else:
                 out.append(
                     StudentLabelVerifier(
-                        self.spec, self._student_dir(student_round), threshold=c.verify_threshold, max_length=c.max_length
+                        self.spec,
+                        self._student_dir(student_round),
+                        threshold=c.verify_threshold,
+                        max_length=c.max_length,
                     )
                 )
         if c.select_hard:
@@ -759,7 +762,9 @@ class S3Pipeline:
             rows = pool[offset : offset + draw]
             offset += draw
             dedup.seed(rows)
-            contrast = [r for r in pool if r not in rows][:1000] if self.config.contrast and not self.spec.is_qa else None
+            contrast = (
+                [r for r in pool if r not in rows][:1000] if self.config.contrast and not self.spec.is_qa else None
+            )
             extrapolator = self._extrapolator(1, dedup, contrast_pool=contrast, stage="goldgen", hard=False)
             extrapolator.max_errors = None
             outcome = extrapolator.extrapolate(rows, round_index=GOLDGEN_ROUND)

@@ -100,7 +100,12 @@ def _qa_example(record: dict[str, Any], spec: TaskSpec) -> dict[str, Any]:
     qid = record.get(_field_key(spec, "id"), record.get("id"))
     if qid is None or qid == "":
         qid = qa_id(str(context), str(question))
-    return {"id": str(qid), "context": context, "question": question, "answers": {"text": texts, "answer_start": starts}}
+    return {
+        "id": str(qid),
+        "context": context,
+        "question": question,
+        "answers": {"text": texts, "answer_start": starts},
+    }
 
 
 def record_to_example(record: Any, spec: TaskSpec | str) -> dict[str, Any]:
@@ -147,8 +152,7 @@ def _column_list_records(data: list, spec: TaskSpec, path: Path) -> Iterator[tup
     columns = spec.s3_columns
     if len(data) != len(columns):
         raise S3DataError(
-            f"the column-list form of task {spec.name!r} has {len(columns)} columns {list(columns)}, "
-            f"got {len(data)}",
+            f"the column-list form of task {spec.name!r} has {len(columns)} columns {list(columns)}, got {len(data)}",
             file=path,
             line=1,
         )

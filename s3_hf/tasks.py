@@ -224,7 +224,10 @@ class TaskSpec:
                 return "answers", "must be {'text': [...], 'answer_start': [...]}"
             texts, starts = list(answers["text"]), list(answers["answer_start"])
             if not texts or len(texts) != len(starts):
-                return "answers", f"needs as many answer_start as text (and at least one), got {len(texts)}/{len(starts)}"
+                return (
+                    "answers",
+                    f"needs as many answer_start as text (and at least one), got {len(texts)}/{len(starts)}",
+                )
             for text, start in zip(texts, starts):
                 if not isinstance(text, str) or not text.strip():
                     return "answers", "an answer text is empty"

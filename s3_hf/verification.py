@@ -200,7 +200,11 @@ class LLMLabelVerifier:
             return None, "not_a_json_object"
         if self.spec.is_qa:
             answer = obj.get("answer")
-            return ({"answer": answer.strip()}, None) if isinstance(answer, str) and answer.strip() else (None, "no_answer")
+            return (
+                ({"answer": answer.strip()}, None)
+                if isinstance(answer, str) and answer.strip()
+                else (None, "no_answer")
+            )
         label = obj.get("label")
         names = {name.lower(): i for i, name in enumerate(self.spec.label_names)}
         if isinstance(label, str) and label.strip().lower() in names:

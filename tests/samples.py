@@ -12,8 +12,14 @@ RECORDS = {
         {"text1": CTX, "text2": "Who designed the Louvre pyramid?", "label": 1},
     ],
     "adqa": [
-        {"context": CTX, "question": "When was it finished?", "answer": "1889", "start_idx": 33, "end_idx": 37,
-         "id": "q1"},
+        {
+            "context": CTX,
+            "question": "When was it finished?",
+            "answer": "1889",
+            "start_idx": 33,
+            "end_idx": 37,
+            "id": "q1",
+        },
         {"context": CTX, "question": "Where is it?", "answer": "Paris", "start_idx": 41, "end_idx": 45, "id": "q2"},
     ],
 }

@@ -48,7 +48,10 @@ def test_export_then_load_dataset_every_task(tmp_path, task):
         assert all_rows.features["answers"]["answer_start"].feature.dtype == "int32"
         assert all_rows[2]["answers"]["text"] == ["1889"]
     else:
-        assert all_rows.features["label"].names == list(RteS3Builder(config_name="all").spec.label_names) or task == "imdb"
+        assert (
+            all_rows.features["label"].names == list(RteS3Builder(config_name="all").spec.label_names)
+            or task == "imdb"
+        )
         assert all_rows["label"][:2] == [RECORDS[task][0]["label"], RECORDS[task][1]["label"]]
     card = (out / "README.md").read_text()
     assert "config_name: round_1" in card and f"task: {task}" in card

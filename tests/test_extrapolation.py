@@ -175,7 +175,9 @@ def test_a_candidate_that_copies_the_shown_error_in_part_is_rejected():
     half = "The acting was wooden and the plot made no sense at all. I kept checking my watch during the second half."
     candidates = {
         0: {"text": half + " Nothing else about it worked for me, not the score, not the story, not the ending."},
-        1: {"text": "The acting was wooden, sadly. Dull story, flat characters, and an ending I saw coming for miles."},
+        1: {
+            "text": "The acting was wooden, sadly. Dull story, flat characters, and an ending I saw coming for miles."
+        },
     }
     engine = FakeEngine(lambda request: candidates[request.meta["sample"]])
     outcome = ErrorExtrapolator("imdb", engine, examples_per_error=2).extrapolate([{"text": review, "label": 0}])
@@ -197,7 +199,9 @@ def test_a_copy_is_re_asked_with_the_prompts_copy_note_when_they_have_one():
     (request,) = ErrorExtrapolator("imdb", FakeEngine(lambda r: {}), examples_per_error=1).requests(errors)
     assert request.retry_notes == {} and "copy_retry" not in get_task("imdb").prompts.to_dict()
     noted = dataclasses.replace(get_task("imdb").prompts, copy_retry=COPY_RETRY)
-    (request,) = ErrorExtrapolator("imdb", FakeEngine(lambda r: {}), examples_per_error=1, prompts=noted).requests(errors)
+    (request,) = ErrorExtrapolator("imdb", FakeEngine(lambda r: {}), examples_per_error=1, prompts=noted).requests(
+        errors
+    )
     assert list(request.retry_notes) == ["copied_text"] and "Your text copies" in request.retry_notes["copied_text"]
     rte = dataclasses.replace(get_task("rte").prompts, copy_retry=COPY_RETRY)
     (request,) = ErrorExtrapolator(
@@ -246,9 +250,10 @@ def test_description_view_writes_candidates_from_the_llm_description_not_the_gol
     assert [e["label"] for e in outcome.examples] == [0, 0, 1, 1]
     assert outcome.described == 3 and outcome.requested == 2 * 3 and outcome.accepted == 4
     assert outcome.rejected == {"no_description": 2}
-    assert outcome.to_dict()["described"] == 3 and "described" not in ErrorExtrapolator("imdb", engine).extrapolate(
-        IMDB_ERRORS[:1]
-    ).to_dict()
+    assert (
+        outcome.to_dict()["described"] == 3
+        and "described" not in ErrorExtrapolator("imdb", engine).extrapolate(IMDB_ERRORS[:1]).to_dict()
+    )
 
 
 def test_a_long_description_is_cut_to_its_leading_sentences_not_re_asked():
@@ -301,7 +306,9 @@ def test_a_description_lead_is_prefilled_per_label_and_its_words_do_not_count_as
     assert outcome.rejected == {"short_summary": 1}
     # an endpoint that does not take the prefill (prefill_mode="inline") answers without the lead: its own 4 words
     inline = FakeEngine(lambda request: {"summary": "A slow, senseless film."})
-    _, described = ErrorExtrapolator(leaded, inline, error_view="description", max_attempts=1).describe(IMDB_ERRORS[:1])
+    _, described = ErrorExtrapolator(leaded, inline, error_view="description", max_attempts=1).describe(
+        IMDB_ERRORS[:1]
+    )
     assert list(described.values()) == ["A slow, senseless film."]
     unled = dataclasses.replace(spec, prompts=dataclasses.replace(spec.prompts, describe_lead=None))
     plain = ErrorExtrapolator(unled, engine, error_view="description").description_requests(IMDB_ERRORS[:1])[0]
@@ -326,7 +333,9 @@ def test_description_view_config_errors_name_the_field(monkeypatch):
     fingerprint = text.data_fingerprint()
     assert S3Config(task="imdb").data_fingerprint() != fingerprint
     to_dict = S3Config.to_dict
-    monkeypatch.setattr(S3Config, "to_dict", lambda self: {k: v for k, v in to_dict(self).items() if k != "error_view"})
+    monkeypatch.setattr(
+        S3Config, "to_dict", lambda self: {k: v for k, v in to_dict(self).items() if k != "error_view"}
+    )
     assert text.data_fingerprint() == fingerprint  # as before the field existed
 
 

@@ -18,9 +18,16 @@ def test_offline_imdb_split_is_fixed_disjoint_and_balanced_enough():
 
 
 def test_qnli_pairs_follow_glue_recipe():
-    article = {"paragraphs": [{"context": "Paris is the capital. It lies on the Seine. Rome is in Italy.",
-                               "qas": [{"question": "What river is Paris on?",
-                                        "answers": [{"text": "the Seine", "answer_start": 33}]}]}]}
+    article = {
+        "paragraphs": [
+            {
+                "context": "Paris is the capital. It lies on the Seine. Rome is in Italy.",
+                "qas": [
+                    {"question": "What river is Paris on?", "answers": [{"text": "the Seine", "answer_start": 33}]}
+                ],
+            }
+        ]
+    }
     rows = qnli_pairs([article])
     assert rows["label"] == [0, 1]
     assert rows["sentence"][0] == "It lies on the Seine."
@@ -59,8 +66,12 @@ def test_gold_from_a_hub_dataset_id_maps_glue_columns(hub_server):
     glue = datasets.DatasetDict(
         {
             "train": datasets.Dataset.from_dict(
-                {"sentence1": ["A man walks.", "It rains."], "sentence2": ["Someone walks.", "It is dry."],
-                 "label": [0, 1], "idx": [0, 1]}
+                {
+                    "sentence1": ["A man walks.", "It rains."],
+                    "sentence2": ["Someone walks.", "It is dry."],
+                    "label": [0, 1],
+                    "idx": [0, 1],
+                }
             ),
             "test": datasets.Dataset.from_dict(
                 {"sentence1": ["A cat sleeps."], "sentence2": ["A cat rests."], "label": [-1], "idx": [0]}
@@ -78,7 +89,9 @@ def test_gold_from_a_hub_dataset_id_maps_glue_columns(hub_server):
 
 def test_csv_gold_error_line_counts_the_header_and_dropped_rows(tmp_path):
     path = tmp_path / "rte_test.csv"
-    path.write_text("sentence1,sentence2,label\nA man walks.,Someone walks.,0\nHidden.,Label.,-1\nA cat.,An animal.,7\n")
+    path.write_text(
+        "sentence1,sentence2,label\nA man walks.,Someone walks.,0\nHidden.,Label.,-1\nA cat.,An animal.,7\n"
+    )
     with pytest.raises(S3DataError) as info:
         load_gold("rte", str(path))
     assert (info.value.line, info.value.field) == (4, "label")

@@ -55,7 +55,9 @@ def test_local_smollm2_prefill_and_json_mode_end_to_end(tmp_path):
         progress=False,
     )
     verify = GenerationRequest(  # the LLM verifier's kind of request: label-word logprobs at the answer
-        messages=[{"role": "user", "content": 'Is "I hated it." positive or negative? Answer as JSON: {"label": ...}'}],
+        messages=[
+            {"role": "user", "content": 'Is "I hated it." positive or negative? Answer as JSON: {"label": ...}'}
+        ],
         validate=lambda obj: ({"label": 0}, None),
         key={"i": 2},
         prefill='{"label": "',

@@ -41,7 +41,9 @@ def imdb_responder(body: dict) -> str:
         words = POSITIVE if "could be positive" in text else NEGATIVE
         return json.dumps({"rationales": [f"{w} {h % 1000} scenes" for w in words[:4]]})
     if "say what kind of movie it is about" in text:  # describing an error (error_view="description")
-        return json.dumps({"summary": f"A film the reviewer found {'superb' if 'Here is a positive' in text else 'dull'} ({h})."})
+        return json.dumps(
+            {"summary": f"A film the reviewer found {'superb' if 'Here is a positive' in text else 'dull'} ({h})."}
+        )
     head = text.split("<data>")[0]
     if "different positive movie review" in text or "different negative movie review" in text:  # extrapolation
         positive = "different positive movie review" in text
@@ -279,7 +281,9 @@ def test_two_rounds_pushed_to_hub_with_kill_and_resume(tmp_path, monkeypatch, hu
         cells = dict(zip(columns, (c.strip() for c in row.strip("|").split("|"))))
         described = rounds[str(k)].get("described")  # rounds 1-2: one description request per error
         assert cells["requested"] == (
-            f"{rounds[str(k)]['requested']} + {described} descriptions" if described else str(rounds[str(k)]["requested"])
+            f"{rounds[str(k)]['requested']} + {described} descriptions"
+            if described
+            else str(rounds[str(k)]["requested"])
         )
         assert bool(described) == (k > 0)
         assert cells["accepted"] == str(rounds[str(k)]["accepted"])
@@ -835,11 +839,15 @@ def test_seed_prompt_zerogen_shares_the_seed_requests_with_the_zerogen_baseline(
         rationale_calls = sum(s == "rationales" for s, _, _ in engine.seen)
         if seed_prompt == "zerogen":
             assert rationale_calls == 0
-            assert all(p.startswith(("Write a positive movie review.", "Write a negative movie review.")) for p in prompts)
+            assert all(
+                p.startswith(("Write a positive movie review.", "Write a negative movie review.")) for p in prompts
+            )
         else:
             assert rationale_calls > 0 and not any(p.startswith("Write a positive movie review.") for p in prompts)
     shared = keys["zerogen"]
-    assert len(shared["seed"]) == 4 and shared["zerogen"][:4] == shared["seed"]  # replayed from the cache in a real run
+    assert (
+        len(shared["seed"]) == 4 and shared["zerogen"][:4] == shared["seed"]
+    )  # replayed from the cache in a real run
     assert not set(map(str, keys["task"]["seed"])) & set(map(str, keys["task"]["zerogen"]))
     assert S3Config(seed_prompt="zerogen").data_fingerprint() != S3Config().data_fingerprint()
 

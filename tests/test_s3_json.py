@@ -27,8 +27,12 @@ def test_both_forms_give_the_same_canonical_examples(tmp_path, task):
     assert lines == columns
     assert len(lines) == 2
     if task == "adqa":
-        assert lines[0] == {"id": "q1", "context": CTX, "question": "When was it finished?",
-                            "answers": {"text": ["1889"], "answer_start": [33]}}
+        assert lines[0] == {
+            "id": "q1",
+            "context": CTX,
+            "question": "When was it finished?",
+            "answers": {"text": ["1889"], "answer_start": [33]},
+        }
     elif task == "rte":
         assert lines[1] == {"premise": CTX, "hypothesis": "The tower is in Rome.", "label": 1}
     elif task == "qnli":
@@ -45,8 +49,9 @@ def test_write_then_read_round_trips(tmp_path, task):
 
 
 def test_label_names_and_squad_style_records_are_accepted(tmp_path):
-    rte = read_s3_json(_write_lines(tmp_path / "r.jsonl", [{"text1": CTX, "text2": "It is in Paris.",
-                                                            "label": "entailment"}]), "rte")
+    rte = read_s3_json(
+        _write_lines(tmp_path / "r.jsonl", [{"text1": CTX, "text2": "It is in Paris.", "label": "entailment"}]), "rte"
+    )
     assert rte[0]["label"] == 0
     squad = {"context": CTX, "question": "Where?", "answers": {"text": ["Paris"], "answer_start": [41]}}
     qa = read_s3_json(_write_lines(tmp_path / "q.jsonl", [squad]), "adqa")
@@ -60,10 +65,18 @@ def test_label_names_and_squad_style_records_are_accepted(tmp_path):
         ("rte", '{"text1": "a premise", "text2": "a hypothesis", "label": 7}', "label", "not in"),
         ("imdb", '{"text": "", "label": 1}', "text", "empty"),
         ("imdb", '{"text": "fine", "label": "great"}', "label", "not in"),
-        ("adqa", json.dumps({"context": CTX, "question": "When?", "answer": "1889", "start_idx": 30}),
-         "start_idx", "not the span"),
-        ("adqa", json.dumps({"context": CTX, "question": "When?", "answer": "1889", "start_idx": 33, "end_idx": 50}),
-         "end_idx", "does not end"),
+        (
+            "adqa",
+            json.dumps({"context": CTX, "question": "When?", "answer": "1889", "start_idx": 30}),
+            "start_idx",
+            "not the span",
+        ),
+        (
+            "adqa",
+            json.dumps({"context": CTX, "question": "When?", "answer": "1889", "start_idx": 33, "end_idx": 50}),
+            "end_idx",
+            "does not end",
+        ),
     ],
 )
 def test_bad_records_name_file_line_and_field(tmp_path, task, line2, field, needle):

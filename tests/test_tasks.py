@@ -35,8 +35,12 @@ def test_invalid_reason_checks_labels_lengths_and_spans():
     assert rte.invalid_reason({**ok, "hypothesis": "  "}) == ("hypothesis", "is empty")
     assert rte.invalid_reason({**ok, "label": "entailment"}) is None
     adqa = get_task("adqa")
-    qa = {"id": "1", "context": "Paris is in France.", "question": "Where is Paris?",
-          "answers": {"text": ["France"], "answer_start": [12]}}
+    qa = {
+        "id": "1",
+        "context": "Paris is in France.",
+        "question": "Where is Paris?",
+        "answers": {"text": ["France"], "answer_start": [12]},
+    }
     assert adqa.invalid_reason(qa) is None
     bad = {**qa, "answers": {"text": ["France"], "answer_start": [3]}}
     assert adqa.invalid_reason(bad)[0] == "answers"
@@ -44,14 +48,21 @@ def test_invalid_reason_checks_labels_lengths_and_spans():
 
 def test_user_task_from_dataclass_and_yaml(tmp_path):
     spec = register_task(
-        TaskSpec(name="topic3", kind="classification", description="news topic", input_fields=("text",),
-                 label_names=("world", "sports", "business")),
+        TaskSpec(
+            name="topic3",
+            kind="classification",
+            description="news topic",
+            input_fields=("text",),
+            label_names=("world", "sports", "business"),
+        ),
         overwrite=True,
     )
     assert get_task("topic3") is spec and spec.num_labels == 3 and spec.s3_keys["text"] == "text"
     path = tmp_path / "task.yaml"
-    path.write_text("name: stance\nkind: classification\ndescription: stance\ninput_fields: [text]\n"
-                    "label_names: [against, neutral, favor]\n")
+    path.write_text(
+        "name: stance\nkind: classification\ndescription: stance\ninput_fields: [text]\n"
+        "label_names: [against, neutral, favor]\n"
+    )
     assert load_task_yaml(path).label_names == ("against", "neutral", "favor")
     assert get_task("stance").features["label"].num_classes == 3
 
@@ -81,8 +92,10 @@ def test_bad_yaml_names_file_and_field(tmp_path):
 
 def test_task_yaml_with_bad_prompts_names_the_file(tmp_path):
     path = tmp_path / "prompted.yaml"
-    path.write_text("name: p\nkind: classification\ndescription: d\ninput_fields: [text]\nlabel_names: [a, b]\n"
-                    "prompts: {version: '1', sytem: typo}\n")
+    path.write_text(
+        "name: p\nkind: classification\ndescription: d\ninput_fields: [text]\nlabel_names: [a, b]\n"
+        "prompts: {version: '1', sytem: typo}\n"
+    )
     with pytest.raises(S3ConfigError, match=r"prompted\.yaml: .*sytem"):
         load_task_yaml(path)
 
