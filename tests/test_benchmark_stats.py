@@ -281,3 +281,52 @@ def test_description_audit_replays_cached_description_replies_through_the_valida
     pair.mkdir(parents=True)
     (pair / "round_1.jsonl").write_text(json.dumps({"text1": "A review of it.", "text2": "Why?", "label": 0}) + "\n")
     assert description_audit.rows_about_a_review([tmp_path]) == [(str(tmp_path / "a"), 4, 3)]
+
+
+@pytest.fixture
+def gate_replay(monkeypatch):
+    """`benchmarks/gate_replay.py`: the round gate's rules replayed over recorded round scores."""
+    monkeypatch.syspath_prepend(str(QUALITY.parent))
+    import gate_replay
+
+    return gate_replay
+
+
+def _rounds(*scores, kept=None):
+    kept = kept or [True] * len(scores)
+    return [{"validation": v, "test": t, "kept": k} for (v, t), k in zip(scores, kept)]
+
+
+def test_a_last_round_tie_is_replayed_under_both_rules(gate_replay):
+    rounds = _rounds((0.59, 0.620), (0.75, 0.754), (0.75, 0.728))  # demo seed 42 at e217821
+    strict = gate_replay.replay_final(rounds, "validation")
+    assert strict == {"test": 0.754, "replayable": True, "decisions": [True, True, False]}
+    assert gate_replay.replay_final(rounds, "validation_or_tie")["test"] == 0.728
+
+
+def test_an_earlier_tie_is_not_replayable_when_the_rule_changes_it(gate_replay):
+    rounds = _rounds((0.70, 0.60), (0.70, 0.65), (0.72, 0.66))
+    assert gate_replay.replay_final(rounds, "validation") == {
+        "test": None, "replayable": False, "decisions": [True, False]
+    }  # fmt: skip
+    assert gate_replay.replay_final(rounds, "validation_or_tie")["test"] == 0.66
+
+
+def test_a_round_the_run_set_aside_stays_aside_and_the_best_is_the_kept_rounds(gate_replay):
+    # round 1 fell and was set aside by the run; round 2 ties the seed, not round 1
+    rounds = _rounds((0.52, 0.48), (0.515, 0.49), (0.52, 0.522), kept=[True, False, True])
+    assert gate_replay.replay_final(rounds, "validation")["test"] == 0.48
+    assert gate_replay.replay_final(rounds, "validation_or_tie")["test"] == 0.522
+
+
+def test_quality_rows_pair_each_rule_with_the_baselines(gate_replay, tmp_path):
+    results = [
+        {"task": "imdb", "seed": seed, "s3": {"rounds": _rounds((0.6, 0.60), (0.7, 0.70), (0.7, last))},
+         "zerogen": {"test": 0.65}}
+        for seed, last in ((1, 0.68), (2, 0.72))
+    ]  # fmt: skip
+    path = tmp_path / "quality.json"
+    path.write_text(json.dumps(results))
+    text = "\n".join(gate_replay.quality_rows(path))
+    assert "| `validation` | zerogen | +5.00 [+5.00, +5.00] | 0.500 | +5.00, +5.00 |" in text
+    assert "| `validation_or_tie` | zerogen | +5.00 [-20.41, +30.41] | 0.500 | +3.00, +7.00 |" in text
