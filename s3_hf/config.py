@@ -71,7 +71,7 @@ class S3Config:
             "(a tie keeps the smaller training set); a round set aside keeps its rows in its published config and its "
             "results in the table, but they leave training and the 'all' config, and the next round extrapolates the "
             "kept model's errors; 'validation_or_tie': also keep a round that ties (the rule until 2026-12-06); "
-            "'none': keep every round"
+            "'none': keep every round (e.g. a smoke test whose small model stays at chance, so every round ties)"
         ),
     )
     output_dir: str | None = field(
