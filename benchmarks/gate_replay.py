@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import paired_interval, s3_round_path, sign_flip_p  # noqa: E402
+
 RULES = ("validation", "validation_or_tie")
 
 
@@ -41,25 +44,14 @@ def replay_final(rounds: list[dict[str, Any]], rule: str) -> dict[str, Any]:
     return {"test": rounds[last_kept]["test"], "replayable": True, "decisions": decisions}
 
 
-def _state_rounds(state: dict[str, Any]) -> list[dict[str, Any]]:
-    rounds = state["s3"]["rounds"]
-    return [
-        {"validation": r["validation"], "test": r["test"], "kept": r.get("round_kept", True)}
-        for _, r in sorted(rounds.items(), key=lambda item: int(item[0]))
-    ]
+def _cells(rounds: list[dict[str, Any]]) -> str:
+    """Test (validation) per round in %, set-aside rounds in brackets."""
+    cells = (f"{100 * r['test']:.1f} ({100 * r['validation']:.1f})" for r in rounds)
+    return " → ".join(cell if r.get("kept", True) else f"[{cell}]" for r, cell in zip(rounds, cells))
 
 
-def _cells(rounds: list[dict[str, Any]], scale: float) -> str:
-    return " → ".join(
-        f"{r['test'] * scale:.1f} ({r['validation'] * scale:.1f})"
-        if r.get("kept", True)
-        else f"[{r['test'] * scale:.1f} ({r['validation'] * scale:.1f})]"
-        for r in rounds
-    )
-
-
-def _final(replayed: dict[str, Any], scale: float) -> str:
-    return f"{replayed['test'] * scale:.1f}" if replayed["replayable"] else "not replayable"
+def _final(replayed: dict[str, Any]) -> str:
+    return f"{100 * replayed['test']:.1f}" if replayed["replayable"] else "not replayable"
 
 
 def run_rows(folders: list[Path]) -> list[str]:
@@ -71,28 +63,25 @@ def run_rows(folders: list[Path]) -> list[str]:
     ]
     for folder in folders:
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        rounds = _state_rounds(state)
-        finals = [_final(replay_final(rounds, rule), 100) for rule in RULES]
-        lines.append(f"| {folder} | {state.get('task')} | {_cells(rounds, 100)} | {' | '.join(finals)} |")
+        rounds = s3_round_path(state["s3"]["rounds"])
+        finals = [_final(replay_final(rounds, rule)) for rule in RULES]
+        lines.append(f"| {folder} | {state.get('task')} | {_cells(rounds)} | {' | '.join(finals)} |")
     return lines
 
 
 def quality_rows(path: Path) -> list[str]:
     """Per seed of a ``quality.json``: S3's final test under each rule; then S3 − each baseline, paired over seeds."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from quality import paired_interval, sign_flip_p
-
     results = json.loads(path.read_text(encoding="utf-8"))
     lines = [f"\n{path}\n", "| task | seed | S3 test (validation) per round | `validation` | `validation_or_tie` |"]
     lines.append("|---|---|---|---|---|")
     finals: dict[str, list[tuple[dict[str, Any], float | None]]] = {rule: [] for rule in RULES}
     for result in results:
-        rounds = [dict(r) for r in result["s3"]["rounds"]]
+        rounds = result["s3"]["rounds"]
         replayed = {rule: replay_final(rounds, rule) for rule in RULES}
         for rule in RULES:
             finals[rule].append((result, replayed[rule]["test"]))
-        cells = " | ".join(_final(replayed[rule], 100) for rule in RULES)
-        lines.append(f"| {result['task']} | {result['seed']} | {_cells(rounds, 100)} | {cells} |")
+        cells = " | ".join(_final(replayed[rule]) for rule in RULES)
+        lines.append(f"| {result['task']} | {result['seed']} | {_cells(rounds)} | {cells} |")
     baselines = sorted({name for r in results for name in r if name not in ("task", "seed", "s3", "usage")})
     lines += ["", "| rule | method | S3 − method (mean, 95% CI) | sign-flip p | per seed |", "|---|---|---|---|---|"]
     for rule in RULES:

@@ -195,17 +195,7 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         "gold": {**_method(gold_result, []), "seconds": gold_result.get("seconds"), "tokens": 0},
         "usage": usage,
     }
-    # S3's path through its rounds: what the round gate saw (validation) and what it kept
-    result["s3"]["rounds"] = [
-        {
-            "round": int(k),
-            "validation": rounds[k].get("validation"),
-            "test": rounds[k].get("test"),
-            "kept": rounds[k].get("round_kept", True),
-            "new_rows": rounds[k].get("new_rows"),
-        }
-        for k in sorted(rounds, key=int)
-    ]
+    result["s3"]["rounds"] = s3_round_path(rounds)
     for name in cli.baselines:
         if name == SAME_TOKENS:
             continue
@@ -242,6 +232,21 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
     for name, rows in trained_rows.items():
         result[name]["profile"] = data_profile(rows, field, set() if name == "s3_seed_only" else seed_texts)
     return result
+
+
+def s3_round_path(rounds: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """S3's path through its rounds (``state["s3"]["rounds"]``), in order: what the round gate saw (validation), what
+    it kept, and the test score and new rows of each."""
+    return [
+        {
+            "round": int(k),
+            "validation": rounds[k].get("validation"),
+            "test": rounds[k].get("test"),
+            "kept": rounds[k].get("round_kept", True),
+            "new_rows": rounds[k].get("new_rows"),
+        }
+        for k in sorted(rounds, key=int)
+    ]
 
 
 def same_token_rows(s3_tokens: int | None, zerogen_tokens_per_row: float | None) -> int | None:
