@@ -42,6 +42,8 @@ accuracy per round and seed (what the round gate kept), and writes
     python benchmarks/quality.py --tasks imdb qnli --seeds 1 2 3 4 5 --out runs/quality
     python benchmarks/quality.py --tasks imdb --seeds 1 2 3 --max-errors 36 --out runs/q36 --report-only \\
         --paired-with runs/q12   # the same seeds at 36 against 12 errors a round, per method
+    python benchmarks/quality.py --tasks qnli --seeds 4 5 --out runs/q_qnli --report-only \\
+        --merge benchmarks/results/qnli.json   # seeds 1-3 as recorded by an earlier session's quality.json
     python benchmarks/quality.py --tasks imdb --seeds 1 --seed-size 12 --max-errors 6 --validation-size 40 \\
         --test-size 100 --rounds 1 --error-pool-size 100 --out /tmp/quality-smoke   # a smoke run
 """
@@ -232,6 +234,31 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
     for name, rows in trained_rows.items():
         result[name]["profile"] = data_profile(rows, field, set() if name == "s3_seed_only" else seed_texts)
     return result
+
+
+def merge_results(results: list[dict[str, Any]], files: list[str], tasks: list[str]) -> dict[str, str]:
+    """Add to ``results`` the runs of ``files`` (earlier ``quality.json``) whose task is in ``tasks`` and whose task and
+    seed ``results`` does not have (the first file that has one wins). Returns, per file, the task seeds it gave."""
+    have = {(r["task"], r["seed"]) for r in results}
+    merged_from: dict[str, str] = {}
+    for name in files:
+        path = Path(name)
+        try:
+            runs = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise SystemExit(f"--merge: cannot read {path}: {err}") from err
+        if not isinstance(runs, list) or not all(
+            isinstance(r, dict) and {"task", "seed", "s3"} <= r.keys() for r in runs
+        ):
+            raise SystemExit(f"--merge: {path} is not a quality.json (a list of runs with task, seed and s3)")
+        taken = [r for r in runs if r["task"] in tasks and (r["task"], r["seed"]) not in have]
+        for r in taken:
+            have.add((r["task"], r["seed"]))
+        results.extend(taken)
+        if taken:
+            merged_from[str(path)] = ", ".join(f"{r['task']} seed {r['seed']}" for r in taken)
+    results.sort(key=lambda r: (tasks.index(r["task"]), r["seed"]))
+    return merged_from
 
 
 def s3_round_path(rounds: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -666,6 +693,14 @@ def main(argv: list[str] | None = None) -> int:
         help="another --out folder of the same tasks and seeds (e.g. the same protocol at another --max-errors): also "
         "print each method's paired difference, this folder minus that one, on the seeds both finished",
     )
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=[],
+        metavar="QUALITY_JSON",
+        help="earlier quality.json files of the same protocol (seeds run in another session or on another machine): "
+        "a task and seed of --tasks that this folder has not run is taken from them, and the table names the file",
+    )
     cli = parser.parse_args(argv)
     unknown = [b for b in cli.baselines if b not in BASELINES]
     if unknown:
@@ -691,10 +726,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[quality] {task} seed {seed} ...", file=sys.stderr, flush=True)
             results.append(run_one(task, seed, cli, gold))
             (out / "quality.json").write_text(json.dumps(results, indent=2, default=str))
+    merged_from = merge_results(results, cli.merge, cli.tasks)
     if not results:
         print(f"[quality] no finished run under {out} for tasks {cli.tasks} and seeds {cli.seeds}", file=sys.stderr)
         return 1
     table = render(results)
+    if merged_from:
+        table += "\n\nMerged (--merge): " + "; ".join(f"{name}: {seeds}" for name, seeds in merged_from.items())
     release = release_check(cli) if cli.release else None
     if release is not None:
         table += (

@@ -88,6 +88,29 @@ def test_bad_baselines_are_refused_before_anything_runs(quality, tmp_path, capsy
     assert not (tmp_path / "q").exists()  # refused before the output folder is made
 
 
+def test_merge_takes_only_the_task_seeds_this_folder_has_not_run(quality, tmp_path):
+    def run(task, seed, test):
+        return {"task": task, "seed": seed, "s3": {"test": test}}
+
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    first.write_text(json.dumps([run("qnli", 1, 0.10), run("qnli", 2, 0.20), run("imdb", 3, 0.30)]))
+    second.write_text(json.dumps([run("qnli", 2, 0.99), run("qnli", 4, 0.40)]))
+    results = [run("qnli", 3, 0.33), run("qnli", 1, 0.11)]
+    merged = quality.merge_results(results, [str(first), str(second)], ["qnli"])
+    # this folder's seed 1 wins over the file's; the first file's seed 2 over the second's; imdb is not asked for
+    assert [(r["seed"], r["s3"]["test"]) for r in results] == [(1, 0.11), (2, 0.20), (3, 0.33), (4, 0.40)]
+    assert merged == {str(first): "qnli seed 2", str(second): "qnli seed 4"}
+
+
+def test_merge_names_a_file_that_is_not_a_quality_json(quality, tmp_path):
+    bad = tmp_path / "rows.json"
+    bad.write_text(json.dumps([{"text": "a review", "label": 1}]))
+    with pytest.raises(SystemExit, match="rows.json is not a quality.json"):
+        quality.merge_results([], [str(bad)], ["qnli"])
+    with pytest.raises(SystemExit, match="cannot read .*missing.json"):
+        quality.merge_results([], [str(tmp_path / "missing.json")], ["qnli"])
+
+
 def test_render_pairs_s3_with_the_equal_cost_baseline(quality):
     def method(test, rows, tokens):
         return {"rows": rows, "test": test, "tokens": tokens, "tokens_per_row": tokens / rows, "seconds": 1.0}
