@@ -42,8 +42,9 @@ accuracy per round and seed (what the round gate kept), and writes
     python benchmarks/quality.py --tasks imdb qnli --seeds 1 2 3 4 5 --out runs/quality
     python benchmarks/quality.py --tasks imdb --seeds 1 2 3 --max-errors 36 --out runs/q36 --report-only \\
         --paired-with runs/q12   # the same seeds at 36 against 12 errors a round, per method
-    python benchmarks/quality.py --tasks qnli --seeds 4 5 --out runs/q_qnli --report-only \\
-        --merge benchmarks/results/qnli.json   # seeds 1-3 as recorded by an earlier session's quality.json
+    python benchmarks/quality.py --tasks qnli --seeds 3 4 5 --out runs/q_qnli_zg --report-only \\
+        --merge benchmarks/results/qnli400_zgseed.json   # with seeds 1-2 as an earlier session recorded them
+        # (the same protocol's flags too: the README's QNLI section)
     python benchmarks/quality.py --tasks imdb --seeds 1 --seed-size 12 --max-errors 6 --validation-size 40 \\
         --test-size 100 --rounds 1 --error-pool-size 100 --out /tmp/quality-smoke   # a smoke run
 """
