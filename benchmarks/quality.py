@@ -258,7 +258,8 @@ def merge_results(results: list[dict[str, Any]], files: list[str], tasks: list[s
         results.extend(taken)
         if taken:
             merged_from[str(path)] = ", ".join(f"{r['task']} seed {r['seed']}" for r in taken)
-    results.sort(key=lambda r: (tasks.index(r["task"]), r["seed"]))
+    if merged_from:  # merged seeds take their place among this folder's (without --merge the order stays as run)
+        results.sort(key=lambda r: (tasks.index(r["task"]), r["seed"]))
     return merged_from
 
 
