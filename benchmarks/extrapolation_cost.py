@@ -34,6 +34,8 @@ engine's servers are started, and the verifier's warmed by one call, before anyt
         describe_labelled
     python benchmarks/extrapolation_cost.py --errors 40 --k 2 --seed 1 --variants describe_labelled \
         describe_firstperson describe_firstperson_movie
+    python benchmarks/extrapolation_cost.py --errors 24 --k 2 3 4 --seed 2 --variants describe_labelled \
+        --out runs/k_cost   # the shipped kit at 2, 3 and 4 candidates per description
 """
 
 from __future__ import annotations
@@ -111,11 +113,16 @@ def run_variant(
     contrast: bool,
     verify: bool,
     view="text",
+    affinity: bool = True,
     rows_out: Path | None = None,
 ):
     from s3_hf.extrapolation import ErrorExtrapolator
     from s3_hf.synthesis import make_deduplicator
-    from s3_hf.verification import LLMLabelVerifier
+    from s3_hf.verification import VERIFY_STAGE, LLMLabelVerifier
+
+    def verify_tokens() -> int:
+        usage = engine.usage.total(stage=VERIFY_STAGE)
+        return usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
 
     dedup = make_deduplicator(spec)
     dedup.seed(errors)
@@ -134,14 +141,16 @@ def run_variant(
     described, descriptions = None, None
     if view == "description":
         described, descriptions = extrapolator.describe(errors, round_index=0)
+    description = time.time() - started
     requests = extrapolator.requests(errors, descriptions=descriptions)
-    if name == "v3":
+    if not affinity:  # ``v3``: the k requests of an error may go to different servers
         for request in requests:
             request.affinity = None
     results = engine.generate(requests, stage=name, desc=name, dedup=dedup)
     generation = time.time() - started
     accepted = [r.example for r in results if r.example is not None]
     kept, verification, flags = len(accepted), 0.0, [True] * len(accepted)
+    tokens_before_verification = verify_tokens()
     if verify and accepted:
         started = time.time()
         flags = [v.keep for v in LLMLabelVerifier(spec, engine).verdicts(accepted)]
@@ -171,6 +180,12 @@ def run_variant(
         "kept": kept,
         "prompt_tokens": usage.get("prompt_tokens", 0) / max(1, calls),
         "completion_tokens": usage.get("completion_tokens", 0) / max(1, calls),
+        # generation (descriptions included) and verification
+        "tokens": usage.get("prompt_tokens", 0)
+        + usage.get("completion_tokens", 0)
+        + verify_tokens()
+        - tokens_before_verification,
+        "seconds_description": description,
         "seconds_generation": generation,
         "seconds_verification": verification,
     }
@@ -192,7 +207,7 @@ def measure(cli, config, spec, errors, pool, group: str = "") -> list[dict[str, 
     v3 = dataclasses.replace(spec.prompts, extrapolate=V3_EXTRAPOLATE, contrast=None, version="3-benchmark")
     noted = dataclasses.replace(spec.prompts, copy_retry=COPY_RETRY)
     settings = {
-        "v3": dict(k=1, chars=1000, prompts=v3, contrast=False),
+        "v3": dict(k=1, chars=1000, prompts=v3, contrast=False, affinity=False),
         "default": dict(chars=defaults.max_example_chars, contrast=True, prompts=None),
         "nocontrast": dict(chars=defaults.max_example_chars, contrast=False, prompts=None),
         "copy_note": dict(chars=defaults.max_example_chars, contrast=False, prompts=noted),
@@ -211,7 +226,7 @@ def measure(cli, config, spec, errors, pool, group: str = "") -> list[dict[str, 
         synth = SeedSynthesizer(spec, engine, seed=cli.seed, deduplicator=make_deduplicator(spec))
         synth.rationales(path=Path(cli.out) / f"{file_prefix}rationales.json")
         started = time.time()
-        outcome = synth.generate(cli.errors * cli.k)
+        outcome = synth.generate(cli.errors * cli.k[0])
         seed_seconds = time.time() - started
         usage = engine.usage.total(stage="seed")
         results.append(
@@ -225,22 +240,38 @@ def measure(cli, config, spec, errors, pool, group: str = "") -> list[dict[str, 
                 "kept": outcome.accepted,
                 "prompt_tokens": usage.get("prompt_tokens", 0) / max(1, outcome.api_calls),
                 "completion_tokens": usage.get("completion_tokens", 0) / max(1, outcome.api_calls),
+                "tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
+                "seconds_description": 0.0,
                 "seconds_generation": seed_seconds,
                 "seconds_verification": 0.0,
             }
         )
-        for name in cli.variants:
-            options = {"k": cli.k, **settings[name]}
-            rows_out = Path(cli.out) / f"{file_prefix}{name}.jsonl"
-            row = run_variant(name, engine, spec, errors, pool, verify=True, rows_out=rows_out, **options)
-            results.append({**row, "variant": f"{label}{name}"})
+        done = set()
+        for k in cli.k:  # with several k, each variant at each k (rows and files named by k)
+            for name in cli.variants:
+                options = {"k": k, **settings[name]}  # ``v3`` has its own k (1)
+                if (name, options["k"]) in done:
+                    continue
+                done.add((name, options["k"]))
+                suffix = f" k={options['k']}" if len(cli.k) > 1 else ""
+                stage = f"{name}_k{options['k']}" if suffix else name
+                rows_out = Path(cli.out) / f"{file_prefix}{stage}.jsonl"
+                row = run_variant(stage, engine, spec, errors, pool, verify=True, rows_out=rows_out, **options)
+                results.append({**row, "variant": f"{label}{name}{suffix}"})
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--errors", type=int, default=12, help="gold rows extrapolated (label-balanced)")
-    parser.add_argument("--k", type=int, default=2, help="candidates per error of the current kit")
+    parser.add_argument(
+        "--k",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="candidates per error of the current kit; several values: every variant at each (seed rows: errors × "
+        "the first)",
+    )
     parser.add_argument(
         "--variants", nargs="*", default=["v3", "default", "nocontrast", "copy_note", "short"], help="see above"
     )
@@ -281,13 +312,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         groups.append(measure(cli, config, spec, errors, pool, ("on" if split else "off") if len(modes) > 1 else ""))
     lines = [
-        f"Extrapolation cost on {cli.errors} real IMDb rows (k={cli.k} for the current kit), one engine per group, "
+        f"Extrapolation cost on {cli.errors} real IMDb rows (k={', '.join(map(str, cli.k))} for the current kit), "
+        "one engine per group, "
         "no cache",
         "",
         "| variant | requests | API calls (retries by reason) | accepted | kept by LLM verifier | prompt tok / call | "
-        "compl. tok / call | s generation | s verification | s per accepted row | s per kept row (incl. verify) | "
-        "× seed s per row | accepted rows about a review |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "compl. tok / call | tokens per kept row | s generation (of which descriptions) | s verification | "
+        "s per accepted row | s per kept row (incl. verify) | × seed s per row | accepted rows about a review |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for results in groups:
         seed_per_row = results[0]["seconds_generation"] / max(1, results[0]["accepted"])
@@ -297,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             retries = ", ".join(f"{k} {v}" for k, v in sorted(r["retries"].items())) or "none"
             lines.append(
                 f"| {r['variant']} | {r['requests']} | {r['api_calls']} ({retries}) | {r['accepted']} | {r['kept']} | "
-                f"{r['prompt_tokens']:.0f} | {r['completion_tokens']:.0f} | {r['seconds_generation']:.1f} | "
+                f"{r['prompt_tokens']:.0f} | {r['completion_tokens']:.0f} | {r['tokens'] / max(1, r['kept']):.0f} | "
+                f"{r['seconds_generation']:.1f} ({r['seconds_description']:.1f}) | "
                 f"{r['seconds_verification']:.1f} | {per_accepted:.1f} | {per_kept:.1f} | {per_kept / seed_per_row:.2f} | "
                 f"{r['about_a_review']} |"
             )
