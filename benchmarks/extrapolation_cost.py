@@ -19,8 +19,9 @@ side on the same real gold "errors" (label-balanced IMDb pool rows):
   :data:`FIRST_PERSON_PROMPTS`.
 
 For each: requests, API calls (and why they exceed requests), accepted rows after de-duplication, rows kept by the LLM
-verifier, prompt / completion tokens per request, and generation + verification seconds per kept row, with the ratio
-to seed seconds per accepted row. Each variant's accepted rows are written to ``<out>/<variant>.jsonl`` (with the
+verifier, prompt / completion tokens per request, LLM tokens per kept row (the verifier's included; the seed row's
+without its rationale calls), and generation (the descriptions' share shown) + verification seconds per kept row, with
+the ratio to seed seconds per accepted row. ``--k 2 3 4`` runs every variant at each k on the same errors. Each variant's accepted rows are written to ``<out>/<variant>.jsonl`` (with the
 verifier's ``kept``).
 
 ``--logprob-servers both`` runs all of it twice, on two engines one after the other: ``off`` (one set of embedded
@@ -240,7 +241,7 @@ def measure(cli, config, spec, errors, pool, group: str = "") -> list[dict[str, 
                 "kept": outcome.accepted,
                 "prompt_tokens": usage.get("prompt_tokens", 0) / max(1, outcome.api_calls),
                 "completion_tokens": usage.get("completion_tokens", 0) / max(1, outcome.api_calls),
-                "tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
+                "tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),  # not the rationales'
                 "seconds_description": 0.0,
                 "seconds_generation": seed_seconds,
                 "seconds_verification": 0.0,
