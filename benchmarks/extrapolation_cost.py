@@ -21,8 +21,9 @@ side on the same real gold "errors" (label-balanced IMDb pool rows):
 For each: requests, API calls (and why they exceed requests), accepted rows after de-duplication, rows kept by the LLM
 verifier, prompt / completion tokens per request, LLM tokens per kept row (the verifier's included; the seed row's
 without its rationale calls), and generation (the descriptions' share shown) + verification seconds per kept row, with
-the ratio to seed seconds per accepted row. ``--k 2 3 4`` runs every variant at each k on the same errors. Each variant's accepted rows are written to ``<out>/<variant>.jsonl`` (with the
-verifier's ``kept``).
+the ratio to seed seconds per accepted row. ``--k 2 3 4`` runs every variant at each k on the same errors. Each
+variant's accepted rows are written to ``<out>/<variant>.jsonl`` (``<variant>_k<k>.jsonl`` with several k), with the
+verifier's ``kept``.
 
 ``--logprob-servers both`` runs all of it twice, on two engines one after the other: ``off`` (one set of embedded
 servers keeps every prompt token's logits and answers everything, as before) and ``on`` (requests with logprobs, i.e.
