@@ -102,6 +102,11 @@ def stand_in_errors(n_errors: int, seed: int, pool_size: int = 400) -> tuple[lis
     return errors, pool
 
 
+def llm_tokens(usage: dict[str, Any]) -> int:
+    """Prompt + completion tokens of a usage total (:meth:`s3_hf.usage.UsageTracker.total`)."""
+    return usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
+
+
 def run_variant(
     name: str,
     engine,
@@ -121,10 +126,6 @@ def run_variant(
     from s3_hf.extrapolation import ErrorExtrapolator
     from s3_hf.synthesis import make_deduplicator
     from s3_hf.verification import VERIFY_STAGE, LLMLabelVerifier
-
-    def verify_tokens() -> int:
-        usage = engine.usage.total(stage=VERIFY_STAGE)
-        return usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
 
     dedup = make_deduplicator(spec)
     dedup.seed(errors)
@@ -152,7 +153,7 @@ def run_variant(
     generation = time.time() - started
     accepted = [r.example for r in results if r.example is not None]
     kept, verification, flags = len(accepted), 0.0, [True] * len(accepted)
-    tokens_before_verification = verify_tokens()
+    tokens_before_verification = llm_tokens(engine.usage.total(stage=VERIFY_STAGE))
     if verify and accepted:
         started = time.time()
         flags = [v.keep for v in LLMLabelVerifier(spec, engine).verdicts(accepted)]
@@ -183,10 +184,7 @@ def run_variant(
         "prompt_tokens": usage.get("prompt_tokens", 0) / max(1, calls),
         "completion_tokens": usage.get("completion_tokens", 0) / max(1, calls),
         # generation (descriptions included) and verification
-        "tokens": usage.get("prompt_tokens", 0)
-        + usage.get("completion_tokens", 0)
-        + verify_tokens()
-        - tokens_before_verification,
+        "tokens": llm_tokens(usage) + llm_tokens(engine.usage.total(stage=VERIFY_STAGE)) - tokens_before_verification,
         "seconds_description": description,
         "seconds_generation": generation,
         "seconds_verification": verification,
@@ -242,7 +240,7 @@ def measure(cli, config, spec, errors, pool, group: str = "") -> list[dict[str, 
                 "kept": outcome.accepted,
                 "prompt_tokens": usage.get("prompt_tokens", 0) / max(1, outcome.api_calls),
                 "completion_tokens": usage.get("completion_tokens", 0) / max(1, outcome.api_calls),
-                "tokens": usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),  # not the rationales'
+                "tokens": llm_tokens(usage),  # not the rationale calls'
                 "seconds_description": 0.0,
                 "seconds_generation": seed_seconds,
                 "seconds_verification": 0.0,
