@@ -20,10 +20,10 @@ side on the same real gold "errors" (label-balanced IMDb pool rows):
 
 For each: requests, API calls (and why they exceed requests), accepted rows after de-duplication, rows kept by the LLM
 verifier, prompt / completion tokens per request, LLM tokens per kept row (the verifier's included; the seed row's
-without its rationale calls), and generation (the descriptions' share shown) + verification seconds per kept row, with
-the ratio to seed seconds per accepted row. ``--k 2 3 4`` runs every variant at each k on the same errors. Each
-variant's accepted rows are written to ``<out>/<variant>.jsonl`` (``<variant>_k<k>.jsonl`` with several k), with the
-verifier's ``kept``.
+without its rationale calls) and per accepted row without the verifier's (what ``--verifiers none`` pays), and
+generation (the descriptions' share shown) + verification seconds per kept row, with the ratio to seed seconds per
+accepted row. ``--k 2 3 4`` runs every variant at each k on the same errors. Each variant's accepted rows are
+written to ``<out>/<variant>.jsonl`` (``<variant>_k<k>.jsonl`` with several k), with the verifier's ``kept``.
 
 ``--logprob-servers both`` runs all of it twice, on two engines one after the other: ``off`` (one set of embedded
 servers keeps every prompt token's logits and answers everything, as before) and ``on`` (requests with logprobs, i.e.
@@ -185,6 +185,7 @@ def run_variant(
         "completion_tokens": usage.get("completion_tokens", 0) / max(1, calls),
         # generation (descriptions included) and verification
         "tokens": llm_tokens(usage) + llm_tokens(engine.usage.total(stage=VERIFY_STAGE)) - tokens_before_verification,
+        "tokens_generation": llm_tokens(usage),
         "seconds_description": description,
         "seconds_generation": generation,
         "seconds_verification": verification,
@@ -241,6 +242,7 @@ def measure(cli, config, spec, errors, pool, group: str = "") -> list[dict[str, 
                 "prompt_tokens": usage.get("prompt_tokens", 0) / max(1, outcome.api_calls),
                 "completion_tokens": usage.get("completion_tokens", 0) / max(1, outcome.api_calls),
                 "tokens": llm_tokens(usage),  # not the rationale calls'
+                "tokens_generation": llm_tokens(usage),
                 "seconds_description": 0.0,
                 "seconds_generation": seed_seconds,
                 "seconds_verification": 0.0,
@@ -317,9 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         "no cache",
         "",
         "| variant | requests | API calls (retries by reason) | accepted | kept by LLM verifier | prompt tok / call | "
-        "compl. tok / call | tokens per kept row | s generation (of which descriptions) | s verification | "
-        "s per accepted row | s per kept row (incl. verify) | × seed s per row | accepted rows about a review |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "compl. tok / call | tokens per kept row | tokens per accepted row, writing only | "
+        "s generation (of which descriptions) | s verification | s per accepted row | s per kept row (incl. verify) | "
+        "× seed s per row | accepted rows about a review |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for results in groups:
         seed_per_row = results[0]["seconds_generation"] / max(1, results[0]["accepted"])
@@ -330,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 f"| {r['variant']} | {r['requests']} | {r['api_calls']} ({retries}) | {r['accepted']} | {r['kept']} | "
                 f"{r['prompt_tokens']:.0f} | {r['completion_tokens']:.0f} | {r['tokens'] / max(1, r['kept']):.0f} | "
+                f"{r['tokens_generation'] / max(1, r['accepted']):.0f} | "
                 f"{r['seconds_generation']:.1f} ({r['seconds_description']:.1f}) | "
                 f"{r['seconds_verification']:.1f} | {per_accepted:.1f} | {per_kept:.1f} | {per_kept / seed_per_row:.2f} | "
                 f"{r['about_a_review']} |"

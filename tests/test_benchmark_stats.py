@@ -353,3 +353,34 @@ def test_quality_rows_pair_each_rule_with_the_baselines(gate_replay, tmp_path):
     text = "\n".join(gate_replay.quality_rows(path))
     assert "| `validation` | zerogen | +5.00 [+5.00, +5.00] | 0.500 | +5.00, +5.00 |" in text
     assert "| `validation_or_tie` | zerogen | +5.00 [-20.41, +30.41] | 0.500 | +3.00, +7.00 |" in text
+
+
+def test_extrapolation_cost_runs_each_variant_at_each_k_once(monkeypatch, tmp_path):
+    """`benchmarks/extrapolation_cost.py --k 1 2`: every variant at each k on the same errors, one row and one row
+    file per (variant, k); ``v3`` has its own k (1) and runs once. Against the loopback OpenAI server."""
+    monkeypatch.syspath_prepend(str(QUALITY.parent))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    import extrapolation_cost
+
+    from s3_hf.testing.openai_server import FakeOpenAIServer
+
+    out = tmp_path / "cost"
+    argv = ["--errors", "2", "--k", "1", "2", "--variants", "describe_labelled", "v3", "--out", str(out)]
+    with FakeOpenAIServer() as server:
+        assert extrapolation_cost.main([*argv, "--base-url", server.url, "--model", "fake"]) == 0
+    assert sorted(p.name for p in out.glob("*.jsonl")) == [
+        "describe_labelled_k1.jsonl",
+        "describe_labelled_k2.jsonl",
+        "v3_k1.jsonl",
+    ]
+    table = (out / "extrapolation_cost.md").read_text()
+    variants = [line.split(" | ")[0].lstrip("| ") for line in table.splitlines()[4:]]
+    assert variants == ["seed", "describe_labelled k=1", "v3 k=1", "describe_labelled k=2"]
+    header = table.splitlines()[2].split(" | ")
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines()[4:]}
+    accepted, writing = header.index("accepted"), header.index("tokens per accepted row, writing only")
+    k1, k2 = rows["describe_labelled k=1"], rows["describe_labelled k=2"]
+    assert int(k2[accepted]) > int(k1[accepted])  # twice the candidates for the same descriptions
+    kept_lines = (out / "describe_labelled_k2.jsonl").read_text().splitlines()
+    assert len(kept_lines) == int(k2[accepted]) and all("kept" in json.loads(line) for line in kept_lines)
+    assert int(k2[writing]) < int(k1[writing])  # a description's tokens are spread over more candidates
