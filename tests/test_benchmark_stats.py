@@ -384,3 +384,45 @@ def test_extrapolation_cost_runs_each_variant_at_each_k_once(monkeypatch, tmp_pa
     kept_lines = (out / "describe_labelled_k2.jsonl").read_text().splitlines()
     assert len(kept_lines) == int(k2[accepted]) and all("kept" in json.loads(line) for line in kept_lines)
     assert int(k2[writing]) < int(k1[writing])  # a description's tokens are spread over more candidates
+
+
+def test_replayed_tokens_counts_replayed_replies_at_their_cached_usage(monkeypatch, tmp_path):
+    """`benchmarks/replayed_tokens.py`: a run from a copied cache pays only its own calls; its fresh cost adds the
+    replayed replies back: whole stages and fully asked rounds from the cache, other rounds as own calls plus
+    replayed calls at the round's mean; ZeroGen's entries are not S3's."""
+    monkeypatch.syspath_prepend(str(QUALITY.parent))
+    import replayed_tokens
+
+    from s3_hf.response_cache import ResponseCache
+
+    cache = ResponseCache(tmp_path / "llm_cache")
+
+    def put(name, stage, round_index, prompt, completion):
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion}
+        cache.put(name, {"text": "x", "usage": usage}, request={"stage": stage, "round": round_index})
+
+    def usage(stage, round_index, requests, cached, prompt):
+        keys = ("stage", "round_index", "requests", "cached_requests", "prompt_tokens", "completion_tokens")
+        return dict(zip(keys, (stage, round_index, requests, cached, prompt, 0)))
+
+    put("s1", "seed", 0, 10, 5)
+    put("s2", "rationales", 0, 4, 1)
+    put("z1", "zerogen", 0, 100, 100)
+    put("a1", "extrapolate", 1, 20, 10)  # round 1: every entry asked (2 replayed + 1 own)
+    put("a2", "extrapolate", 1, 20, 10)
+    put("a3", "extrapolate", 1, 30, 0)
+    put("b1", "extrapolate", 2, 40, 0)  # round 2: 1 replayed, 1 own, 1 the copied run's only
+    put("b2", "extrapolate", 2, 60, 0)
+    put("b3", "extrapolate", 2, 50, 0)
+    rows = [usage("seed", 0, 0, 1, 0), usage("zerogen", 0, 1, 0, 9)]
+    rows += [usage("extrapolate", 1, 1, 2, 30), usage("extrapolate", 2, 1, 1, 50)]
+    (tmp_path / "llm_usage.json").write_text(json.dumps({"rows": rows}))
+    rounds = {
+        "0": {"train_rows": 4},
+        "1": {"train_rows": 7, "round_kept": True},
+        "2": {"train_rows": 9, "round_kept": False},
+    }
+    (tmp_path / "state.json").write_text(json.dumps({"s3": {"rounds": rounds}}))
+    result = replayed_tokens.run_tokens(tmp_path)
+    # seed stage 15 + 5, round 1: 30 + 30 + 30, round 2: own 50 + 1 replayed at the mean of 40, 60, 50
+    assert result == {"tokens": 20 + 90 + 50 + 50, "estimated_calls": 1, "rows": 7}
