@@ -11,8 +11,9 @@ replayed replies back at the usage recorded with them in the cache:
 - any other round: the run's own calls, plus its replayed calls at the mean usage of that round's entries (an
   estimate, named so in the output; the copied run's entries for errors this run did not see are not counted).
 
-Rows: the final training set (the last kept round's ``train_rows`` in ``state.json``). ``--zerogen-per-row`` prints
-the ratio to ZeroGen's tokens per training row.
+Rows: the final training set (the last kept round's ``train_rows`` in ``state.json``), and every row the run accepted
+(``data/*.jsonl``: a round the gate set aside was paid for and accepted, but is not trained on). ``--zerogen-per-row``
+prints the ratios to ZeroGen's tokens per row (ZeroGen's training rows are its accepted rows).
 
     python benchmarks/replayed_tokens.py runs/q_k3_none/imdb/seed1 runs/q_k3_none/imdb/seed2 --zerogen-per-row 135
 """
@@ -32,7 +33,7 @@ def entry_tokens(entry: dict) -> int:
 
 
 def run_tokens(folder: Path) -> dict:
-    """``{"tokens", "estimated_calls", "rows"}`` of one run folder (see the module docstring)."""
+    """``{"tokens", "estimated_calls", "rows", "accepted"}`` of one run folder (see the module docstring)."""
     from s3_hf.response_cache import ResponseCache
 
     entries = [
@@ -57,7 +58,13 @@ def run_tokens(folder: Path) -> dict:
             estimated += row["cached_requests"]
     rounds = json.loads((folder / "state.json").read_text(encoding="utf-8"))["s3"]["rounds"]
     rows = max(r.get("train_rows", 0) for r in rounds.values() if r.get("round_kept", True) is not False)
-    return {"tokens": total, "estimated_calls": estimated, "rows": rows}
+    accepted = sum(
+        1
+        for file in (folder / "data").glob("*.jsonl")
+        for line in file.read_text(encoding="utf-8").split("\n")
+        if line
+    )
+    return {"tokens": total, "estimated_calls": estimated, "rows": rows, "accepted": accepted}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,17 +72,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folders", nargs="+", type=Path, help="S3 run folders (quality.py: <out>/<task>/seed<N>)")
     parser.add_argument("--zerogen-per-row", type=float, default=None, help="ZeroGen's tokens per training row")
     cli = parser.parse_args(argv)
-    print("| run | LLM tokens, replayed counted | estimated calls | training rows | tokens per row | × ZeroGen |")
-    print("|---|---|---|---|---|---|")
-    per_row = []
+    print(
+        "| run | LLM tokens, replayed counted | estimated calls | training rows | per training row | × ZeroGen "
+        "| rows accepted | per accepted row | × ZeroGen |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    per_row, per_accepted = [], []
+
+    def ratio(value: float) -> str:
+        return f"{value / cli.zerogen_per_row:.2f}" if cli.zerogen_per_row else "-"
+
     for folder in cli.folders:
         r = run_tokens(folder)
         per_row.append(r["tokens"] / r["rows"])
-        ratio = f"{per_row[-1] / cli.zerogen_per_row:.2f}" if cli.zerogen_per_row else "-"
-        print(f"| {folder} | {r['tokens']:.0f} | {r['estimated_calls']} | {r['rows']} | {per_row[-1]:.1f} | {ratio} |")
-    mean = statistics.mean(per_row)
-    ratio = f"{mean / cli.zerogen_per_row:.2f}" if cli.zerogen_per_row else "-"
-    print(f"| mean | | | | {mean:.1f} | {ratio} |")
+        per_accepted.append(r["tokens"] / r["accepted"])
+        print(
+            f"| {folder} | {r['tokens']:.0f} | {r['estimated_calls']} | {r['rows']} | {per_row[-1]:.1f} | "
+            f"{ratio(per_row[-1])} | {r['accepted']} | {per_accepted[-1]:.1f} | {ratio(per_accepted[-1])} |"
+        )
+    row, accepted = statistics.mean(per_row), statistics.mean(per_accepted)
+    print(f"| mean | | | | {row:.1f} | {ratio(row)} | | {accepted:.1f} | {ratio(accepted)} |")
     return 0
 
 

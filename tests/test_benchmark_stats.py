@@ -423,6 +423,9 @@ def test_replayed_tokens_counts_replayed_replies_at_their_cached_usage(monkeypat
         "2": {"train_rows": 9, "round_kept": False},
     }
     (tmp_path / "state.json").write_text(json.dumps({"s3": {"rounds": rounds}}))
+    (tmp_path / "data").mkdir()
+    for name, n in [("seed", 4), ("round_1", 3), ("round_2", 2)]:  # round 2 set aside: accepted, not trained on
+        (tmp_path / "data" / f"{name}.jsonl").write_text('{"text": "x\u2028y", "label": 0}\n' * n)
     result = replayed_tokens.run_tokens(tmp_path)
     # seed stage 15 + 5, round 1: 30 + 30 + 30, round 2: own 50 + 1 replayed at the mean of 40, 60, 50
-    assert result == {"tokens": 20 + 90 + 50 + 50, "estimated_calls": 1, "rows": 7}
+    assert result == {"tokens": 20 + 90 + 50 + 50, "estimated_calls": 1, "rows": 7, "accepted": 9}
