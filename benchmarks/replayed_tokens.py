@@ -11,6 +11,10 @@ replayed replies back at the usage recorded with them in the cache:
 - any other round: the run's own calls, plus its replayed calls at the mean usage of that round's entries (an
   estimate, named so in the output; the copied run's entries for errors this run did not see are not counted).
 
+A run resumed after a stop replays its own earlier calls, and ``llm_usage.json`` sums its sessions: a round it
+replayed counts those calls twice here (paid, and again at the round's mean under ``estimated calls``). Use it on runs
+of one session (one entry under ``sessions`` in ``llm_usage.json``).
+
 Rows: the final training set (the last kept round's ``train_rows`` in ``state.json``), and every row the run accepted
 (``data/*.jsonl``: a round the gate set aside was paid for and accepted, but is not trained on). ``--zerogen-per-row``
 prints the ratios to ZeroGen's tokens per row (ZeroGen's training rows are its accepted rows).
