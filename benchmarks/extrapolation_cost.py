@@ -102,11 +102,6 @@ def stand_in_errors(n_errors: int, seed: int, pool_size: int = 400) -> tuple[lis
     return errors, pool
 
 
-def llm_tokens(usage: dict[str, Any]) -> int:
-    """Prompt + completion tokens of a usage total (:meth:`s3_hf.usage.UsageTracker.total`)."""
-    return usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
-
-
 def run_variant(
     name: str,
     engine,
@@ -125,6 +120,7 @@ def run_variant(
 ):
     from s3_hf.extrapolation import ErrorExtrapolator
     from s3_hf.synthesis import make_deduplicator
+    from s3_hf.usage import llm_tokens
     from s3_hf.verification import VERIFY_STAGE, LLMLabelVerifier
 
     dedup = make_deduplicator(spec)
@@ -202,6 +198,7 @@ def measure(cli, config, spec, errors, pool, group: str = "") -> list[dict[str, 
     from s3_hf.llm_engine import LLMEngine
     from s3_hf.prompts import COPY_RETRY
     from s3_hf.synthesis import SeedSynthesizer, make_deduplicator
+    from s3_hf.usage import llm_tokens
     from s3_hf.verification import LLMLabelVerifier
 
     defaults = S3Config()
@@ -230,6 +227,7 @@ def measure(cli, config, spec, errors, pool, group: str = "") -> list[dict[str, 
         outcome = synth.generate(cli.errors * cli.k[0])
         seed_seconds = time.time() - started
         usage = engine.usage.total(stage="seed")
+        seed_tokens = llm_tokens(usage)  # not the rationale calls'
         results.append(
             {
                 "variant": f"{label}seed",
@@ -241,8 +239,8 @@ def measure(cli, config, spec, errors, pool, group: str = "") -> list[dict[str, 
                 "kept": outcome.accepted,
                 "prompt_tokens": usage.get("prompt_tokens", 0) / max(1, outcome.api_calls),
                 "completion_tokens": usage.get("completion_tokens", 0) / max(1, outcome.api_calls),
-                "tokens": llm_tokens(usage),  # not the rationale calls'
-                "tokens_generation": llm_tokens(usage),
+                "tokens": seed_tokens,
+                "tokens_generation": seed_tokens,
                 "seconds_description": 0.0,
                 "seconds_generation": seed_seconds,
                 "seconds_verification": 0.0,

@@ -332,11 +332,13 @@ def _method(
     reports the time its stages took when they ran): tokens and synthesis seconds of the ``synthesized`` stages,
     training + evaluation seconds of the ``trained`` ones, tokens per new row over the new rows of the ``rows_of``
     ones (both default: the ``synthesized`` stages). ``None`` where not recorded."""
+    from s3_hf.usage import llm_tokens
+
     trained = synthesized if trained is None else trained
     rows_of = synthesized if rows_of is None else rows_of
     metrics = result.get("test_metrics") or {}
     usages = [st.get("usage", {}) for st in synthesized]
-    tokens = [u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in usages]
+    tokens = [llm_tokens(u) for u in usages]
     seconds = [st.get("seconds_data") for st in synthesized]
     seconds += [st.get(k) for st in trained for k in ("seconds_train", "seconds_eval")]
     verification: dict[str, dict[str, int]] = {}

@@ -16,7 +16,7 @@ replayed counts those calls twice here (paid, and again at the round's mean unde
 of one session (one entry under ``sessions`` in ``llm_usage.json``).
 
 Rows: the final training set (the last kept round's ``train_rows`` in ``state.json``), and every row the run accepted
-(``data/*.jsonl``: a round the gate set aside was paid for and accepted, but is not trained on). ``--zerogen-per-row``
+(every round's ``new_rows``: a round the gate set aside was paid for and accepted, but is not trained on). ``--zerogen-per-row``
 prints the ratios to ZeroGen's tokens per row (ZeroGen's training rows are its accepted rows).
 
     python benchmarks/replayed_tokens.py runs/q_k3_none/imdb/seed1 runs/q_k3_none/imdb/seed2 --zerogen-per-row 135
@@ -31,14 +31,13 @@ import sys
 from pathlib import Path
 
 
-def entry_tokens(entry: dict) -> int:
-    usage = entry["response"].get("usage") or {}
-    return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-
-
 def run_tokens(folder: Path) -> dict:
     """``{"tokens", "estimated_calls", "rows", "accepted"}`` of one run folder (see the module docstring)."""
     from s3_hf.response_cache import ResponseCache
+    from s3_hf.usage import llm_tokens
+
+    def entry_tokens(entry: dict) -> int:
+        return llm_tokens(entry["response"].get("usage") or {})
 
     entries = [
         r
@@ -57,17 +56,12 @@ def run_tokens(folder: Path) -> dict:
         if row["requests"] + row["cached_requests"] == len(mine):
             total += sum(entry_tokens(e) for e in mine)
         else:
-            total += row["prompt_tokens"] + row["completion_tokens"]
+            total += llm_tokens(row)
             total += row["cached_requests"] * (statistics.mean(entry_tokens(e) for e in mine) if mine else 0)
             estimated += row["cached_requests"]
     rounds = json.loads((folder / "state.json").read_text(encoding="utf-8"))["s3"]["rounds"]
     rows = max(r.get("train_rows", 0) for r in rounds.values() if r.get("round_kept", True) is not False)
-    accepted = sum(
-        1
-        for file in (folder / "data").glob("*.jsonl")
-        for line in file.read_text(encoding="utf-8").split("\n")
-        if line
-    )
+    accepted = sum(r.get("new_rows", 0) for r in rounds.values())
     return {"tokens": total, "estimated_calls": estimated, "rows": rows, "accepted": accepted}
 
 

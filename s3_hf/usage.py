@@ -49,6 +49,12 @@ class PriceTable(dict):
         super().__init__((model, tuple(price) if isinstance(price, list) else price) for model, price in items)
 
 
+def llm_tokens(usage: dict[str, Any]) -> int:
+    """Prompt + completion tokens of one usage record: a reply's ``usage``, a :class:`UsageRow` as a dict, or a
+    :meth:`UsageTracker.total` (missing or ``None`` counts: 0)."""
+    return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+
+
 def price_for(model: str, prices: dict[str, tuple[float, float]]) -> tuple[float, float] | None:
     """The price of ``model``: an exact entry, else the longest entry that prefixes it (``gpt-4o-mini-2024...``)."""
     if model in prices:

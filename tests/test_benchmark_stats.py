@@ -417,15 +417,12 @@ def test_replayed_tokens_counts_replayed_replies_at_their_cached_usage(monkeypat
     rows = [usage("seed", 0, 0, 1, 0), usage("zerogen", 0, 1, 0, 9)]
     rows += [usage("extrapolate", 1, 1, 2, 30), usage("extrapolate", 2, 1, 1, 50)]
     (tmp_path / "llm_usage.json").write_text(json.dumps({"rows": rows}))
-    rounds = {
-        "0": {"train_rows": 4},
-        "1": {"train_rows": 7, "round_kept": True},
-        "2": {"train_rows": 9, "round_kept": False},
+    rounds = {  # round 2 set aside: accepted, not trained on
+        "0": {"new_rows": 4, "train_rows": 4},
+        "1": {"new_rows": 3, "train_rows": 7, "round_kept": True},
+        "2": {"new_rows": 2, "train_rows": 9, "round_kept": False},
     }
     (tmp_path / "state.json").write_text(json.dumps({"s3": {"rounds": rounds}}))
-    (tmp_path / "data").mkdir()
-    for name, n in [("seed", 4), ("round_1", 3), ("round_2", 2)]:  # round 2 set aside: accepted, not trained on
-        (tmp_path / "data" / f"{name}.jsonl").write_text('{"text": "x\u2028y", "label": 0}\n' * n)
     result = replayed_tokens.run_tokens(tmp_path)
     # seed stage 15 + 5, round 1: 30 + 30 + 30, round 2: own 50 + 1 replayed at the mean of 40, 60, 50
     assert result == {"tokens": 20 + 90 + 50 + 50, "estimated_calls": 1, "rows": 7, "accepted": 9}
