@@ -1,6 +1,7 @@
 """The embedded local LLM: llama.cpp's OpenAI-compatible server, started and stopped by s3-hf.
 
-:class:`LocalLLMServer` runs ``python -m llama_cpp.server`` on 127.0.0.1 with a verified GGUF model from
+:class:`LocalLLMServer` runs ``python -m s3_hf.llama_server`` (llama-cpp-python's server with its logprobs computed in
+numpy, :mod:`s3_hf.llama_server`) on 127.0.0.1 with a verified GGUF model from
 :func:`s3_hf.assets.gguf_path`, on a free port, waits until it answers, writes its output to a log file and stops it
 on :meth:`~LocalLLMServer.close`, on exit of the ``with`` block, or at interpreter exit. The engine then talks to it
 through the same ``openai`` code path as to any other server.
@@ -79,6 +80,8 @@ class LocalLLMServer:
             text calls took 0.89x the seconds without it, with the same text);
             :class:`~s3_hf.llm_engine.LLMEngine` starts its servers without it and gives requests with ``logprobs``
             servers of their own.
+        fast_logprobs: run :mod:`s3_hf.llama_server` (the same answers; ``logprobs`` about half the seconds on a
+            verification call, ``benchmarks/local_logprobs.py``) instead of ``llama_cpp.server`` as installed.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class LocalLLMServer:
         startup_timeout_s: float = 180.0,
         model_alias: str = "local",
         logits_all: bool = True,
+        fast_logprobs: bool = True,
     ):
         if replicas < 1:
             raise S3ConfigError(f"LocalLLMServer.replicas must be >= 1, got {replicas!r}")
@@ -109,6 +113,7 @@ class LocalLLMServer:
         self.startup_timeout_s = startup_timeout_s
         self.model_alias = model_alias
         self.logits_all = logits_all
+        self.fast_logprobs = fast_logprobs
         self._procs: list[tuple[subprocess.Popen, int, Path]] = []
 
     @property
@@ -134,7 +139,7 @@ class LocalLLMServer:
         return [
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "s3_hf.llama_server" if self.fast_logprobs else "llama_cpp.server",
             "--model",
             str(self.model_path),
             "--model_alias",

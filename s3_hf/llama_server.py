@@ -1,0 +1,149 @@
+"""The embedded llama.cpp server: ``python -m s3_hf.llama_server ARGS`` is ``python -m llama_cpp.server ARGS`` with
+llama-cpp-python's ``logprobs`` computed in numpy.
+
+llama-cpp-python 0.3.36 answers a request for ``logprobs`` (the LLM verifier's label-word probabilities) by
+log-softmaxing *every* position of the context, prompt included, over the whole vocabulary (152k for Qwen2.5), and
+then sorting each generated position's whole vocabulary as Python tuples to take its top alternatives. On one thread
+that is about 0.15 s per call plus 0.23 s per generated token, half of a verification call's seconds
+(``benchmarks/local_logprobs.py``). :func:`apply` replaces those two steps, in ``llama_cpp.llama`` only:
+
+- ``Llama.logits_to_logprobs`` on a 2-D array returns rows that are log-softmaxed when read (by the original function,
+  one row at a time), so only the generated positions are computed;
+- the module's ``sorted``, called on ``zip(row, range(len(row)))`` of a 1-D numpy row with ``reverse=True`` (the top
+  alternatives), returns that row's :data:`TOP` best ``(logprob, token id)`` pairs in the full sort's order, picked
+  with ``numpy.argpartition``; any other call is the builtin ``sorted``.
+
+Callers read at most ``logprobs`` (OpenAI allows up to 20) pairs, so the answer is the same: the same alternatives
+with the same values (``tests/test_llama_server.py`` compares both on a real model). The patch is applied only where
+the installed llama-cpp-python's code has the two steps as written (checked in its source); otherwise the server runs
+unpatched and says so in its log.
+
+    python -m s3_hf.llama_server --model model.gguf --port 8000 --logits_all True
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+TOP = 256  # pairs the fast ``sorted`` returns: above any ``logprobs`` a client asks (OpenAI: at most 20)
+_SLOW_STEPS = (
+    "Llama.logits_to_logprobs(self._scores)[token_offset:]",
+    "zip(logprobs_token, range(len(logprobs_token)))",
+)
+_ORIGINAL: dict[str, Any] = {}
+
+
+class LazyLogprobRows:
+    """Rows of a 2-D logits array, each log-softmaxed (by llama-cpp-python's own function) when it is read."""
+
+    def __init__(self, logits: Any, to_logprobs: Any):
+        self.logits = logits
+        self.to_logprobs = to_logprobs
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return LazyLogprobRows(self.logits[index], self.to_logprobs)
+        return self.to_logprobs(self.logits[index])
+
+    def __iter__(self):
+        for row in self.logits:
+            yield self.to_logprobs(row)
+
+
+def _whole_row(pairs: Any) -> Any:
+    """The 1-D numpy row ``pairs`` is ``zip(row, range(len(row)))`` of, not yet advanced; ``None`` for anything else."""
+    import numpy as np
+
+    if type(pairs) is not zip:
+        return None
+    iterators = pairs.__reduce__()[1]
+    if len(iterators) != 2:
+        return None
+    values, indices = (iterator.__reduce__() for iterator in iterators)
+    if values[0] is not builtins.iter or indices[0] is not builtins.iter or values[2:] != (0,) or indices[2:] != (0,):
+        return None
+    row, index_range = values[1][0], indices[1][0]
+    if not isinstance(row, np.ndarray) or row.ndim != 1 or row.size <= 4 * TOP:
+        return None
+    if index_range != range(row.size):
+        return None
+    return row
+
+
+def top_sorted(iterable: Any, /, *, key: Any = None, reverse: bool = False) -> list:
+    """``sorted`` for ``llama_cpp.llama``: the :data:`TOP` best pairs of a row's ``zip(row, range(len(row)))`` sorted
+    descending (the full sort's first :data:`TOP`); the builtin ``sorted`` for anything else."""
+    import numpy as np
+
+    row = _whole_row(iterable) if key is None and reverse else None
+    if row is None:
+        return builtins.sorted(iterable, key=key, reverse=reverse)
+    best = np.argpartition(row, -TOP)[-TOP:]
+    return builtins.sorted(zip(row[best], best.tolist()), reverse=True)
+
+
+def applicable() -> bool:
+    """Whether the installed llama-cpp-python computes logprobs the way :func:`apply` replaces."""
+    import llama_cpp.llama as llama_module
+
+    try:
+        source = inspect.getsource(llama_module.Llama._create_completion)
+    except (OSError, TypeError):
+        return False
+    return all(step in source for step in _SLOW_STEPS)
+
+
+def apply() -> bool:
+    """Patch ``llama_cpp.llama`` (see the module docstring); ``False`` (nothing patched) when not :func:`applicable`."""
+    import llama_cpp.llama as llama_module
+    import numpy as np
+
+    if _ORIGINAL:
+        return True
+    if not applicable():
+        return False
+    original = llama_module.Llama.logits_to_logprobs
+
+    def logits_to_logprobs(logits: Any, axis: int = -1) -> Any:
+        if isinstance(logits, np.ndarray) and logits.ndim == 2 and axis in (-1, 1):
+            return LazyLogprobRows(logits, original)
+        return original(logits, axis)
+
+    _ORIGINAL["logits_to_logprobs"] = original
+    llama_module.Llama.logits_to_logprobs = staticmethod(logits_to_logprobs)
+    llama_module.sorted = top_sorted
+    return True
+
+
+def remove() -> None:
+    """Undo :func:`apply`."""
+    import llama_cpp.llama as llama_module
+
+    if not _ORIGINAL:
+        return
+    llama_module.Llama.logits_to_logprobs = staticmethod(_ORIGINAL.pop("logits_to_logprobs"))
+    del llama_module.sorted
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run llama-cpp-python's server with :func:`apply`'s patch; ``argv``: its command-line arguments."""
+    from llama_cpp.server.__main__ import main as server_main
+
+    patched = apply()
+    print(
+        f"s3_hf.llama_server: numpy logprobs {'on' if patched else 'off (unknown llama-cpp-python code)'}", flush=True
+    )
+    sys.argv = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+    server_main()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

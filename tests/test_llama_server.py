@@ -1,0 +1,106 @@
+"""s3_hf.llama_server: llama-cpp-python's logprobs computed in numpy give the same answers as its own code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from s3_hf import llama_server
+from s3_hf.llama_server import TOP, LazyLogprobRows, top_sorted
+
+
+def full_top(row: np.ndarray, k: int) -> list:
+    return sorted(zip(row, range(len(row))), reverse=True)[:k]
+
+
+def test_top_sorted_gives_the_full_sorts_best_pairs_in_its_order():
+    rng = np.random.default_rng(0)
+    row = rng.normal(size=5000).astype(np.single)
+    row[[3, 70, 900]] = row.max() + 1.0  # a three-way tie at the top: the full sort puts the larger token id first
+    row[11] = -np.inf
+    fast = top_sorted(zip(row, range(len(row))), reverse=True)
+    assert len(fast) == TOP
+    assert fast == full_top(row, TOP)
+    assert [i for _, i in fast[:3]] == [900, 70, 3]
+    assert all(type(value) is np.float32 and type(i) is int for value, i in fast)
+
+
+@pytest.mark.parametrize(
+    "make, kwargs",
+    [
+        (lambda row: zip(row.tolist(), range(len(row))), {"reverse": True}),  # a list, not a numpy row
+        (lambda row: zip(row, range(len(row))), {}),  # ascending
+        (lambda row: zip(row, range(len(row))), {"reverse": True, "key": lambda pair: -pair[1]}),
+        (lambda row: zip(row, range(1, len(row) + 1)), {"reverse": True}),  # not the row's own token ids
+        (lambda row: zip(row[: 4 * TOP], range(4 * TOP)), {"reverse": True}),  # too short to be worth it
+        (lambda row: [(1.0, 0), (3.0, 1), (2.0, 2)], {"reverse": True}),
+    ],
+)
+def test_top_sorted_is_the_builtin_sort_for_anything_else(make, kwargs):
+    row = np.random.default_rng(1).normal(size=3000).astype(np.single)
+    assert top_sorted(make(row), **kwargs) == sorted(make(row), **kwargs)
+
+
+def test_top_sorted_is_the_builtin_sort_for_an_advanced_zip():
+    row = np.random.default_rng(2).normal(size=3000).astype(np.single)
+    pairs = zip(row, range(len(row)))
+    next(pairs)
+    expected = zip(row, range(len(row)))
+    next(expected)
+    assert top_sorted(pairs, reverse=True) == sorted(expected, reverse=True)
+
+
+def test_lazy_rows_are_the_original_functions_rows():
+    llama_cpp = pytest.importorskip("llama_cpp")
+    original = llama_cpp.Llama.logits_to_logprobs
+    logits = np.random.default_rng(3).normal(size=(7, 300)).astype(np.single)
+    whole = original(logits)
+    lazy = LazyLogprobRows(logits, original)
+    assert len(lazy) == 7 and len(lazy[4:]) == 3
+    np.testing.assert_array_equal(lazy[2], whole[2])
+    for got, want in zip(lazy[4:], whole[4:]):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_patched_llama_answers_logprob_requests_as_the_original(monkeypatch):
+    """A real (tiny) model: the same text and the same top alternatives with the same values, patched or not; and
+    the pinned llama-cpp-python still has the code the patch replaces (a new version that changed it fails here)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from s3_hf.assets import AssetError, gguf_path
+
+    try:
+        path = gguf_path("smollm2")
+    except AssetError as err:
+        pytest.skip(f"tiny GGUF not installed: {err}")
+    assert llama_server.applicable()
+    model = llama_cpp.Llama(str(path), n_ctx=512, n_threads=1, logits_all=True, verbose=False)
+    prompts = [
+        '<|im_start|>user\nIs "I hated every minute." positive or negative?<|im_end|>\n<|im_start|>assistant\n{"label": "',
+        '<|im_start|>user\nIs "A warm, funny film." positive or negative?<|im_end|>\n<|im_start|>assistant\n{"label": "',
+    ]
+
+    def answers():
+        out = []
+        for prompt in prompts:
+            for echo in (False, True):
+                choice = model.create_completion(prompt, max_tokens=3, temperature=0.0, logprobs=5, echo=echo)
+                out.append((choice["choices"][0]["text"], choice["choices"][0]["logprobs"]))
+        return out
+
+    expected = answers()
+    rows_sorted_fast = []
+    whole_row = llama_server._whole_row
+    monkeypatch.setattr(
+        llama_server, "_whole_row", lambda pairs: rows_sorted_fast.append(whole_row(pairs)) or rows_sorted_fast[-1]
+    )
+    try:
+        assert llama_server.apply()
+        got = answers()
+    finally:
+        llama_server.remove()
+    assert not hasattr(llama_cpp.llama, "sorted")
+    assert got == expected
+    assert rows_sorted_fast and all(row is not None for row in rows_sorted_fast)  # every sort took the fast path
+    assert any(len(top) == 5 for _, logprobs in got for top in logprobs["top_logprobs"] if top is not None)
