@@ -249,6 +249,15 @@ class ErrorExtrapolator:
     def _shown(self, example: dict[str, Any]) -> str:
         return shown_example(self.spec, example, self.max_example_chars)
 
+    def other_label(self, example: dict[str, Any]) -> str:
+        """``{other_label}`` of an error's prompts: the label the small model gave it, which in a two-label task is
+        the other one (errors reach the extrapolator as canonical examples, without the predicted label); ``""``
+        for QA and for tasks of more labels."""
+        names = self.spec.label_names
+        if self.spec.is_qa or len(names) != 2:
+            return ""
+        return names[1 - self.spec.label_id(example["label"])]
+
     def description_requests(self, errors: Iterable[dict[str, Any]], *, round_index: int = 1) -> list[Any]:
         """One request per error (``error_view="description"``): the LLM describes the error, without quoting it."""
         spec = self.spec
@@ -256,7 +265,14 @@ class ErrorExtrapolator:
         out = []
         for example in errors:
             label = spec.label_names[spec.label_id(example["label"])]
-            user = format_prompt(template, spec, prompts=self.prompts, label=label, example=self._shown(example))
+            user = format_prompt(
+                template,
+                spec,
+                prompts=self.prompts,
+                label=label,
+                example=self._shown(example),
+                other_label=self.other_label(example),
+            )
             lead = format_prompt(self.prompts.describe_lead or "", spec, prompts=self.prompts, label=label)
             digest = example_digest(example)
             key = {
@@ -329,7 +345,11 @@ class ErrorExtrapolator:
             label = "" if spec.is_qa else spec.label_names[label_id]
             context = example[spec.context_field] if spec.context_field else None
             neighbour = self.neighbour(example)
-            values: dict[str, Any] = {"label": label, "example": self._shown(example)}
+            values: dict[str, Any] = {
+                "label": label,
+                "example": self._shown(example),
+                "other_label": self.other_label(example),
+            }
             if descriptions is not None:
                 values["example"] = delimit_data(descriptions[digest])
             if context is not None:

@@ -9,6 +9,8 @@ Templates are ``str.format`` strings. Placeholders:
 - ``{label_hint}`` what the asked label means (:data:`LABEL_HINTS`); ``{field}`` the generated field's name;
 - ``{aspect}`` (rationale prompts) one of :data:`RATIONALE_ASPECTS`, so that successive rationale requests differ;
 - ``{neighbour}`` (contrast prompts) a correctly classified example of ``{other_label}``, already delimited;
+- ``{other_label}`` (extrapolation and description prompts, two-label tasks) the label the small model gave the
+  error, i.e. the other one; in contrast prompts, the neighbour's label;
 - ``{labels}`` (verify prompts) the label names, comma-separated;
 - ``{context_field}`` the name of the context field (``premise``), for prompts that write a new context too.
 

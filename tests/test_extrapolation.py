@@ -352,3 +352,34 @@ def test_description_templates_key_their_own_requests_not_the_task_fingerprint()
         extrapolator = ErrorExtrapolator(task, FakeEngine(described_responder), error_view="description")
         keys.append(extrapolator.description_requests(IMDB_ERRORS[:1])[0].key)
     assert keys[0] != keys[1] and keys[0]["describe"] == spec.prompts.describe
+
+
+def test_description_and_extrapolation_prompts_can_name_the_label_the_model_gave():
+    """``{other_label}`` in the describe and extrapolate templates is the label the small model gave the error (the
+    other label of a two-label task); the shipped templates do not use it, so their prompts are as before."""
+    spec = get_task("imdb")
+    naming = dataclasses.replace(
+        spec,
+        prompts=dataclasses.replace(
+            spec.prompts,
+            describe="A {label} review taken for {other_label}: {example}",
+            extrapolate_described="Write a {label} review a model could take for {other_label}, like: {example}",
+            extrapolate="Like {example}, {label}, not {other_label}.",
+        ),
+    )
+    described = ErrorExtrapolator(naming, FakeEngine(described_responder), error_view="description")
+    prompts = [user_prompt(r) for r in described.description_requests(IMDB_ERRORS[:2])]
+    assert prompts[0].startswith("A negative review taken for positive:")
+    assert prompts[1].startswith("A positive review taken for negative:")
+    digests = [r.meta["error"] for r in described.description_requests(IMDB_ERRORS[:2])]
+    written = described.requests(IMDB_ERRORS[:2], descriptions=dict.fromkeys(digests, "A film."))
+    assert user_prompt(written[0]).startswith("Write a negative review a model could take for positive, like:")
+    text_view = ErrorExtrapolator(naming, FakeEngine(described_responder), error_view="text")
+    assert user_prompt(text_view.requests(IMDB_ERRORS[1:2])[0]).endswith(", positive, not negative.")
+    assert "{other_label}" not in spec.prompts.describe and "{other_label}" not in spec.prompts.extrapolate_described
+    assert (
+        ErrorExtrapolator("adqa", FakeEngine(described_responder)).other_label(
+            {"context": "c", "question": "q", "answers": {"text": ["c"], "answer_start": [0]}}
+        )
+        == ""
+    )
