@@ -426,3 +426,64 @@ def test_replayed_tokens_counts_replayed_replies_at_their_cached_usage(monkeypat
     result = replayed_tokens.run_tokens(tmp_path)
     # seed stage 15 + 5, round 1: 30 + 30 + 30, round 2: own 50 + 1 replayed at the mean of 40, 60, 50
     assert result == {"tokens": 20 + 90 + 50 + 50, "estimated_calls": 1, "rows": 7, "accepted": 9}
+
+
+def test_difficulty_prompts_extrapolates_the_same_errors_with_each_variant_and_scores_the_kept_rows(
+    tmp_path, monkeypatch
+):
+    """`benchmarks/difficulty_prompts.py` against the loopback OpenAI server: per seed, the same label-balanced
+    errors go to every variant (the misleading prompts name the label the model gave each error, the shipped ones do
+    not), each variant's kept rows are written, and the accuracy reported is the seed model's on exactly those
+    rows; the errors score 0% (they are its errors)."""
+    import random
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    monkeypatch.syspath_prepend(str(QUALITY.parent))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "scripts"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    import difficulty_prompts
+    import tiny_setup
+    from error_transfer import accuracy
+
+    from s3_hf.testing.openai_server import FakeOpenAIServer
+
+    run = tmp_path / "runs" / "imdb" / "seed1"
+    model_dir = run / "s3" / "round_0" / "model"
+    tiny = tiny_setup.make_models(tmp_path / "models")["cls"]
+    model = AutoModelForSequenceClassification.from_pretrained(tiny).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(tiny_setup.WORDS) for _ in range(rng.randint(6, 20))) for _ in range(40)]
+    with torch.no_grad():  # shift the head's bias to the median margin, so that it predicts both labels
+        encoded = tokenizer(texts, truncation=True, max_length=128, padding=True, return_tensors="pt")
+        logits = model(**encoded).logits
+        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 2][-1]
+        head.bias[1] -= (logits[:, 1] - logits[:, 0]).median()
+        predicted = model(**encoded).logits.argmax(-1).tolist()
+    model.save_pretrained(model_dir)
+    errors = [{"text": t, "label": 1 - p, "predicted_label": p} for t, p in zip(texts, predicted)]
+    errors = [e for e in errors if e["label"] == 0][:4] + [e for e in errors if e["label"] == 1][:4]
+    assert len(errors) == 8, "the tiny model predicts one label only: pick other texts"
+    (run / "errors").mkdir(parents=True)
+    (run / "errors" / "round_0.jsonl").write_text("".join(json.dumps(e) + "\n" for e in errors))
+
+    out = tmp_path / "out"
+    argv = ["--runs", str(tmp_path / "runs"), "--seeds", "1", "--errors", "4", "--k", "1", "--out", str(out)]
+    with FakeOpenAIServer() as server:
+        assert difficulty_prompts.main([*argv, "--base-url", server.url, "--model", "fake"]) == 0
+        described = [entry["user"] for entry in server.log if "In one or two sentences" in entry["user"]]
+    misleading = [text for text in described if "it took it for" in text]
+    assert len(described) == 8 and len(misleading) == 4  # 4 errors, once per variant
+    assert sum("took it for positive" in text for text in misleading) == 2  # the 2 negative errors
+    (scored,) = json.loads((out / "difficulty_prompts.json").read_text())
+    assert scored["errors"] == 4 and scored["errors_accuracy"] == 0.0
+    for variant in ("shipped", "misleading"):
+        rows = [json.loads(line) for line in (out / f"seed1_{variant}.jsonl").read_text().splitlines()]
+        assert len(rows) == scored[variant]["kept"] <= scored[variant]["checked"] <= 4
+        assert scored[variant]["accuracy"] == accuracy(model, tokenizer, rows, "text", 128)
+    table = (out / "difficulty_prompts.md").read_text()
+    assert "| seed1 | 4 (0%) |" in table and "misleading − shipped" in table
