@@ -487,3 +487,40 @@ def test_difficulty_prompts_extrapolates_the_same_errors_with_each_variant_and_s
         assert scored[variant]["accuracy"] == accuracy(model, tokenizer, rows, "text", 128)
     table = (out / "difficulty_prompts.md").read_text()
     assert "| seed1 | 4 (0%) |" in table and "misleading − shipped" in table
+
+
+def test_training_steps_retrains_the_runs_rows_with_its_recipe_at_each_epoch_count_and_resumes(tmp_path, monkeypatch):
+    """`benchmarks/training_steps.py`: per seed folder, the rows and the run's recipe (gold sizes, seed, learning
+    rate) go to ``S3Pipeline.train_and_evaluate`` once per epoch count; a rerun reads the saved results; the table
+    pairs each count with the first."""
+    monkeypatch.syspath_prepend(str(QUALITY.parent))
+    import training_steps
+
+    from s3_hf.pipeline import S3Pipeline
+
+    rows = [{"text": f"A review number {i}, fine or not.", "label": i % 2} for i in range(6)]
+    for seed in (1, 2):
+        run = tmp_path / "runs" / "imdb" / f"seed{seed}"
+        (run / "data").mkdir(parents=True)
+        (run / "data" / "seed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[: 4 + seed]))
+        recipe = {"task": "imdb", "seed": seed, "validation_size": 30, "test_size": 40, "learning_rate": 3e-4}
+        (run / "s3_run_config.json").write_text(json.dumps({**recipe, "epochs": 6.0, "output_dir": "elsewhere"}))
+    calls = []
+
+    def train_and_evaluate(self, examples, name):
+        c = self.config
+        calls.append((c.seed, c.epochs, len(examples), c.validation_size, c.test_size, c.learning_rate, name))
+        return {"test": 0.5 + c.epochs / 100 + c.seed / 1000, "best_epoch": 2.0}
+
+    monkeypatch.setattr(S3Pipeline, "train_and_evaluate", train_and_evaluate)
+    argv = ["--runs", str(tmp_path / "runs"), "--seeds", "1", "2", "--epochs", "6", "24", "--out", str(tmp_path / "o")]
+    assert training_steps.main(argv) == 0
+    assert sorted(calls) == [
+        (1, 6.0, 5, 30, 40, 3e-4, "epochs_6"),
+        (1, 24.0, 5, 30, 40, 3e-4, "epochs_24"),
+        (2, 6.0, 6, 30, 40, 3e-4, "epochs_6"),
+        (2, 24.0, 6, 30, 40, 3e-4, "epochs_24"),
+    ]
+    assert training_steps.main(argv) == 0 and len(calls) == 4  # resumed from the saved results
+    table = (tmp_path / "o" / "training_steps.md").read_text()
+    assert "| 24 | 74.15 ± 0.07 | 74.1 (2.0), 74.2 (2.0) | +18.00 [+18.00, +18.00] | 0.500 |" in table
