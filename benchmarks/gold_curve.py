@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from quality import paired_interval, sign_flip_p
+from quality import setting_rows
 
 
 def training_rows(pipeline, size: int, seed: int) -> list[dict[str, Any]]:
@@ -86,25 +85,13 @@ def run_seed(task: str, seed: int, sizes: list[int], cli) -> dict[int, dict[str,
 def render(task: str, by_seed: dict[int, dict[int, dict[str, Any]]], sizes: list[int]) -> str:
     """The table: per size, test accuracy over seeds and the paired difference to the smallest size."""
     seeds = sorted(by_seed)
-    base = sizes[0]
     lines = [
         f"{task}: the small model on N real training rows, test accuracy (%), seeds {', '.join(map(str, seeds))}",
         "",
-        f"| rows | test (mean ± std) | per seed | − {base} rows [95% CI] | sign-flip p | s per run |",
+        f"| rows | test (mean ± std) | per seed | − {sizes[0]} rows [95% CI] | sign-flip p | s per run |",
         "|---|---|---|---|---|---|",
     ]
-    for size in sizes:
-        tests = [100 * by_seed[s][size]["test"] for s in seeds]
-        spread = f" ± {statistics.stdev(tests):.2f}" if len(tests) > 1 else ""
-        gains = [t - 100 * by_seed[s][base]["test"] for s, t in zip(seeds, tests)]
-        paired = "-" if size == base else paired_interval(gains)
-        p = sign_flip_p(gains) if size != base else None
-        seconds = statistics.fmean(by_seed[s][size].get("seconds") or 0 for s in seeds)
-        lines.append(
-            f"| {size} | {statistics.fmean(tests):.2f}{spread} | {', '.join(f'{t:.1f}' for t in tests)} | {paired} | "
-            f"{'-' if p is None else f'{p:.3f}'} | {seconds:.0f} |"
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + setting_rows({s: by_seed[s] for s in seeds}, sizes))
 
 
 def main(argv: list[str] | None = None) -> int:

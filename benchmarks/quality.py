@@ -391,6 +391,32 @@ def sign_flip_p(gains: list[float]) -> float | None:
     return float(np.mean(flipped >= abs(float(np.sum(gains))) - 1e-9))
 
 
+def setting_rows(
+    by_seed: dict[Any, dict[Any, dict[str, Any]]], settings: list[Any], *, show=str, per_seed=None
+) -> list[str]:
+    """Markdown rows of a table of test accuracy (%) per setting (rows, epochs...) over seeds: the setting
+    (``show(setting)``), mean ± std, the per-seed values (``per_seed(seed, setting, test)``, default ``"61.2"``), the
+    paired difference to the first setting with its 95% t interval, the sign-flip p, and the mean seconds per run.
+    ``by_seed``: seed -> setting -> a result with ``test`` (a fraction) and ``seconds``."""
+    seeds = list(by_seed)
+    base = settings[0]
+    per_seed = per_seed or (lambda seed, setting, test: f"{test:.1f}")
+    rows = []
+    for setting in settings:
+        tests = [100 * by_seed[s][setting]["test"] for s in seeds]
+        spread = f" ± {statistics.stdev(tests):.2f}" if len(tests) > 1 else ""
+        gains = [t - 100 * by_seed[s][base]["test"] for s, t in zip(seeds, tests)]
+        paired = "-" if setting == base else paired_interval(gains)
+        p = sign_flip_p(gains) if setting != base else None
+        seconds = statistics.fmean(by_seed[s][setting].get("seconds") or 0 for s in seeds)
+        values = ", ".join(per_seed(s, setting, t) for s, t in zip(seeds, tests))
+        rows.append(
+            f"| {show(setting)} | {statistics.fmean(tests):.2f}{spread} | {values} | {paired} | "
+            f"{'-' if p is None else f'{p:.3f}'} | {seconds:.0f} |"
+        )
+    return rows
+
+
 PROFILE_BIGRAMS = 500  # bigrams per draw of the diversity figure (S3's rounds can add as few as ~20 rows of ~40 words)
 
 

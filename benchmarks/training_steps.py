@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from quality import paired_interval, sign_flip_p
+from quality import setting_rows
 
 RECIPE = ("task", "gold", "validation_size", "test_size", "error_pool", "error_pool_size", "small_model",
           "batch_size", "learning_rate", "max_length", "load_best_model_at_end", "seed")  # fmt: skip
@@ -66,27 +65,20 @@ def run_seed(seed_dir: Path, epochs: list[float], cli) -> dict[float, dict[str, 
 
 
 def render(by_seed: dict[str, dict[float, dict[str, Any]]], epochs: list[float], rows_name: str) -> str:
-    seeds = list(by_seed)
-    base = epochs[0]
     lines = [
-        f"The small model on each run's {rows_name}, the pipeline's recipe, test accuracy (%), {', '.join(seeds)}",
+        f"The small model on each run's {rows_name}, the pipeline's recipe, test accuracy (%), {', '.join(by_seed)}",
         "",
-        f"| epochs | test (mean ± std) | per seed (best epoch) | − {base:g} epochs [95% CI] | sign-flip p | s per run |",
+        f"| epochs | test (mean ± std) | per seed (best epoch) | − {epochs[0]:g} epochs [95% CI] | sign-flip p | "
+        "s per run |",
         "|---|---|---|---|---|---|",
     ]
-    for count in epochs:
-        tests = [100 * by_seed[s][count]["test"] for s in seeds]
-        spread = f" ± {statistics.stdev(tests):.2f}" if len(tests) > 1 else ""
-        gains = [t - 100 * by_seed[s][base]["test"] for s, t in zip(seeds, tests)]
-        paired = "-" if count == base else paired_interval(gains)
-        p = sign_flip_p(gains) if count != base else None
-        per_seed = ", ".join(f"{t:.1f} ({by_seed[s][count].get('best_epoch', '-')})" for s, t in zip(seeds, tests))
-        seconds = statistics.fmean(by_seed[s][count].get("seconds") or 0 for s in seeds)
-        lines.append(
-            f"| {count:g} | {statistics.fmean(tests):.2f}{spread} | {per_seed} | {paired} | "
-            f"{'-' if p is None else f'{p:.3f}'} | {seconds:.0f} |"
-        )
-    return "\n".join(lines)
+    rows = setting_rows(
+        by_seed,
+        epochs,
+        show=lambda count: f"{count:g}",
+        per_seed=lambda seed, count, test: f"{test:.1f} ({by_seed[seed][count].get('best_epoch', '-')})",
+    )
+    return "\n".join(lines + rows)
 
 
 def main(argv: list[str] | None = None) -> int:
