@@ -4,8 +4,8 @@ llama-cpp-python's ``logprobs`` computed in numpy.
 llama-cpp-python 0.3.36 answers a request for ``logprobs`` (the LLM verifier's label-word probabilities) by
 log-softmaxing *every* position of the context, prompt included, over the whole vocabulary (152k for Qwen2.5), and
 then sorting each generated position's whole vocabulary as Python tuples to take its top alternatives. On one thread
-that is about 0.15 s per call plus 0.23 s per generated token, half of a verification call's seconds
-(``benchmarks/local_logprobs.py``). :func:`apply` replaces those two steps, in ``llama_cpp.llama`` only:
+that is about 0.15 s per call plus 0.23 s per generated token, about a third of a verification call's seconds
+(profiled; ``benchmarks/local_logprobs.py`` measures whole calls). :func:`apply` replaces those two steps, in ``llama_cpp.llama`` only:
 
 - ``Llama.logits_to_logprobs`` on a 2-D array returns rows that are log-softmaxed when read (by the original function,
   one row at a time), so only the generated positions are computed;

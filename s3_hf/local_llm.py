@@ -80,8 +80,8 @@ class LocalLLMServer:
             text calls took 0.89x the seconds without it, with the same text);
             :class:`~s3_hf.llm_engine.LLMEngine` starts its servers without it and gives requests with ``logprobs``
             servers of their own.
-        fast_logprobs: run :mod:`s3_hf.llama_server` (the same answers; ``logprobs`` about half the seconds on a
-            verification call, ``benchmarks/local_logprobs.py``) instead of ``llama_cpp.server`` as installed.
+        fast_logprobs: run :mod:`s3_hf.llama_server` (the same answers; a verification call 0.71x the seconds,
+            ``benchmarks/local_logprobs.py``) instead of ``llama_cpp.server`` as installed.
     """
 
     def __init__(
