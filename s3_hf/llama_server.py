@@ -5,7 +5,8 @@ llama-cpp-python 0.3.36 answers a request for ``logprobs`` (the LLM verifier's l
 log-softmaxing *every* position of the context, prompt included, over the whole vocabulary (152k for Qwen2.5), and
 then sorting each generated position's whole vocabulary as Python tuples to take its top alternatives. On one thread
 that is about 0.15 s per call plus 0.23 s per generated token, about a third of a verification call's seconds
-(profiled; ``benchmarks/local_logprobs.py`` measures whole calls). :func:`apply` replaces those two steps, in ``llama_cpp.llama`` only:
+(profiled; ``benchmarks/local_logprobs.py`` measures whole calls). :func:`apply` replaces those two steps, in
+``llama_cpp.llama`` only:
 
 - ``Llama.logits_to_logprobs`` on a 2-D array returns rows that are log-softmaxed when read (by the original function,
   one row at a time), so only the generated positions are computed;
@@ -58,7 +59,7 @@ class LazyLogprobRows:
 
 
 def _whole_row(pairs: Any) -> Any:
-    """The 1-D numpy row ``pairs`` is ``zip(row, range(len(row)))`` of, not yet advanced; ``None`` for anything else."""
+    """The 1-D numpy row that ``pairs`` is ``zip(row, range(len(row)))`` of, not yet advanced; else ``None``."""
     import numpy as np
 
     if type(pairs) is not zip:
@@ -101,7 +102,7 @@ def applicable() -> bool:
 
 
 def apply() -> bool:
-    """Patch ``llama_cpp.llama`` (see the module docstring); ``False`` (nothing patched) when not :func:`applicable`."""
+    """Patch ``llama_cpp.llama`` (see the module docstring); ``False``, patching nothing, when not :func:`applicable`."""
     import llama_cpp.llama as llama_module
     import numpy as np
 
