@@ -102,7 +102,7 @@ def applicable() -> bool:
 
 
 def apply() -> bool:
-    """Patch ``llama_cpp.llama`` (see the module docstring); ``False``, patching nothing, when not :func:`applicable`."""
+    """Patch ``llama_cpp.llama`` (see the module docstring); ``False`` (patching nothing) if not :func:`applicable`."""
     import llama_cpp.llama as llama_module
     import numpy as np
 
