@@ -108,8 +108,11 @@ def run_seed(engine, spec, seed_dir: Path, cli, out: Path) -> dict[str, Any] | N
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     field = spec.input_fields[0]
-    result: dict[str, Any] = {"run": seed_dir.name, "errors": len(errors), "errors_accuracy": None}
-    result["errors_accuracy"] = accuracy(model, tokenizer, errors, field, max_length)
+    result: dict[str, Any] = {
+        "run": seed_dir.name,
+        "errors": len(errors),
+        "errors_accuracy": accuracy(model, tokenizer, errors, field, max_length),
+    }
     for name in cli.variants:
         dedup = make_deduplicator(spec)
         dedup.seed(errors)

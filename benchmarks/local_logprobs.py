@@ -44,14 +44,15 @@ def build_requests(n_candidates: int, seed: int) -> list[dict]:
         candidates += [{"text": text, "label": review["label"]}, {"text": text, "label": 1 - review["label"]}]
     verifier = LLMLabelVerifier(spec, engine=None)
     payloads = []
-    for request in verifier.requests(candidates[:n_candidates]):
+    candidates = candidates[:n_candidates]
+    for request, candidate in zip(verifier.requests(candidates), candidates):
         payloads.append(
             {
                 "prompt": render_chatml(request.messages, request.prefill or ""),
                 "max_tokens": request.max_tokens,
                 "temperature": request.temperature,
                 "logprobs": request.logprobs,
-                "label": spec.label_names[candidates[len(payloads)]["label"]],
+                "label": spec.label_names[candidate["label"]],
             }
         )
     return payloads
