@@ -96,6 +96,7 @@ def main() -> None:
             args("group" if group else "dynamic"),
             collect_errors=False,
             group_by_length=group,
+            sort_eval_by_length=False,  # evaluation in dataset order, as measured; eval_order.py measures the sort
             max_length=MAX_LENGTH,
         )
 

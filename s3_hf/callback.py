@@ -104,7 +104,17 @@ class _Pending:
     epoch: float | None
 
 
-class _CapturingComputeMetrics:
+class ComputeMetricsWrapper:
+    """Base of the stand-ins for ``trainer.compute_metrics`` that call the function they wrap (``user_fn``).
+
+    :meth:`MisclassificationCallback.attach` looks through every such wrapper for its own, so a wrapper put around
+    the callback's (e.g. :class:`~s3_hf.training.LengthSortedEvalTrainer`'s, which puts the predictions back in
+    dataset order) does not make it wrap a second time."""
+
+    user_fn: Any
+
+
+class _CapturingComputeMetrics(ComputeMetricsWrapper):
     """Stands in for ``trainer.compute_metrics``: runs the user's function, then records the errors."""
 
     def __init__(self, callback: MisclassificationCallback, user_fn):
@@ -264,8 +274,8 @@ class MisclassificationCallback(TrainerCallback):
         """(Re)wrap ``compute_metrics``: also after the user replaced it."""
         current = self._trainer.compute_metrics
         wrapper = current
-        while isinstance(wrapper, _CapturingComputeMetrics):
-            if wrapper.callback is self:
+        while isinstance(wrapper, ComputeMetricsWrapper):
+            if getattr(wrapper, "callback", None) is self:
                 return
             wrapper = wrapper.user_fn
         self._trainer.compute_metrics = _CapturingComputeMetrics(self, current)

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
+import torch
 from transformers import (
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
@@ -37,8 +39,9 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_utils import EvalLoopOutput, EvalPrediction
 
-from .callback import MisclassificationCallback, MisclassificationTrainer
+from .callback import ComputeMetricsWrapper, MisclassificationCallback, MisclassificationTrainer
 from .errors import S3ConfigError, S3DataError
 from .metrics import compute_metrics_for
 from .qa import prepare_eval_features, prepare_train_features
@@ -128,6 +131,108 @@ def load_small_model(task: str | TaskSpec, model_name_or_path: str | Path) -> Pr
     )
 
 
+def _take(value: Any, index: np.ndarray) -> Any:
+    """``value`` (an array, or a tuple/list/dict of them, as the Trainer gathers) with its rows in ``index`` order;
+    anything without ``len(index)`` rows (a scalar, ``None``) as it is."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_take(item, index) for item in value)
+    if isinstance(value, dict):
+        return {key: _take(item, index) for key, item in value.items()}
+    if isinstance(value, np.ndarray) and value.ndim and len(value) == len(index):
+        return value[index]
+    return value
+
+
+class _DatasetOrderComputeMetrics(ComputeMetricsWrapper):
+    """Calls ``user_fn`` with an evaluation's arrays put back in dataset order (``index``: row ``i`` of the dataset
+    is position ``index[i]`` of the arrays)."""
+
+    def __init__(self, user_fn: Callable, index: np.ndarray):
+        self.user_fn = user_fn
+        self.index = index
+
+    def __call__(self, eval_pred: EvalPrediction, **kwargs) -> dict[str, Any]:
+        ordered = EvalPrediction(
+            predictions=_take(eval_pred.predictions, self.index),
+            label_ids=_take(eval_pred.label_ids, self.index),
+            inputs=_take(eval_pred.inputs, self.index),
+            losses=_take(eval_pred.losses, self.index),
+        )
+        return self.user_fn(ordered, **kwargs)
+
+
+class _LengthOrderSampler(torch.utils.data.Sampler):
+    """The rows of a tokenized dataset, longest first (ties in row order)."""
+
+    def __init__(self, dataset: datasets.Dataset, column: str):
+        lengths = np.fromiter((len(ids) for ids in dataset[column]), dtype=np.int64, count=len(dataset))
+        self.order = np.argsort(-lengths, kind="stable")
+
+    def __iter__(self):
+        return iter(self.order.tolist())
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+class LengthSortedEvalTrainer(MisclassificationTrainer):
+    """:class:`~s3_hf.callback.MisclassificationTrainer` that evaluates and predicts longest examples first.
+
+    With dynamic padding a batch is padded to its longest example; in dataset order nearly every batch of 16 real
+    IMDb reviews holds one at the 256-token limit, so a fifth of the tokens the model reads at evaluation are padding.
+    Read in order of length, the batches pad to their own length (``benchmarks/eval_order.py`` measures both). Every
+    array is put back in dataset order before anything sees it: ``compute_metrics`` (and so the
+    :class:`~s3_hf.callback.MisclassificationCallback`), and what ``evaluate()`` and ``predict()`` return. Training
+    batches are unchanged. Applies to a single process with a tokenized ``datasets.Dataset``; otherwise (several
+    processes, ``batch_eval_metrics=True``, ``train_sampling_strategy="group_by_length"``) evaluation runs as
+    ``Trainer`` runs it.
+    """
+
+    def _get_eval_sampler(self, eval_dataset):
+        column = self.processing_class.model_input_names[0] if self.processing_class is not None else "input_ids"
+        if (
+            self.args.world_size > 1
+            or self.args.batch_eval_metrics
+            or self.args.train_sampling_strategy == "group_by_length"
+            or not isinstance(eval_dataset, datasets.Dataset)
+            or column not in eval_dataset.column_names
+        ):
+            return super()._get_eval_sampler(eval_dataset)
+        return _LengthOrderSampler(eval_dataset, column)
+
+    def evaluation_loop(self, dataloader, *args, **kwargs) -> EvalLoopOutput:
+        sampler = _length_order_sampler(dataloader)
+        if sampler is None:
+            return super().evaluation_loop(dataloader, *args, **kwargs)
+        index = np.empty_like(sampler.order)
+        index[sampler.order] = np.arange(len(sampler.order))  # dataset row i was read at position index[i]
+        user_fn = self.compute_metrics
+        if user_fn is not None:
+            self.compute_metrics = _DatasetOrderComputeMetrics(user_fn, index)
+        try:
+            output = super().evaluation_loop(dataloader, *args, **kwargs)
+        finally:
+            self.compute_metrics = user_fn
+        return EvalLoopOutput(
+            predictions=_take(output.predictions, index),
+            label_ids=_take(output.label_ids, index),
+            metrics=output.metrics,
+            num_samples=output.num_samples,
+        )
+
+
+def _length_order_sampler(dataloader) -> _LengthOrderSampler | None:
+    """The :class:`_LengthOrderSampler` a (possibly accelerate-prepared) dataloader reads from, if any."""
+    for holder in (dataloader, getattr(dataloader, "batch_sampler", None)):
+        sampler = getattr(holder, "sampler", None)
+        if isinstance(sampler, _LengthOrderSampler):
+            return sampler
+        sampler = getattr(sampler, "sampler", None)
+        if isinstance(sampler, _LengthOrderSampler):
+            return sampler
+    return None
+
+
 def build_trainer(
     task: str | TaskSpec,
     model_name_or_path: str | Path | PreTrainedModel,
@@ -140,13 +245,14 @@ def build_trainer(
     tokenizer=None,
     collect_errors: bool = True,
     group_by_length: bool = False,
+    sort_eval_by_length: bool = True,
     max_length: int | None = None,
     doc_stride: int | None = None,
     f1_threshold: float | None = None,
 ) -> Trainer:
     """A ready :class:`~transformers.Trainer` for ``task`` on canonical datasets, with dynamic padding.
 
-    The Trainer is a :class:`~s3_hf.callback.MisclassificationTrainer`: every
+    The Trainer is a :class:`LengthSortedEvalTrainer` (a :class:`~s3_hf.callback.MisclassificationTrainer`): every
     :class:`~s3_hf.callback.MisclassificationCallback` in ``callbacks`` (or added later with ``add_callback``) is
     attached to it, like the one ``collect_errors`` adds.
 
@@ -162,6 +268,8 @@ def build_trainer(
         collect_errors: attach a :class:`~s3_hf.callback.MisclassificationCallback` on the raw ``eval_dataset``;
             it is also available as ``trainer.misclassification_callback``.
         group_by_length: batch training examples of similar length.
+        sort_eval_by_length: evaluate and predict longest examples first, results in dataset order
+            (:class:`LengthSortedEvalTrainer`); ``False``: a plain :class:`~s3_hf.callback.MisclassificationTrainer`.
         max_length: token budget; default ``task.max_length``.
         doc_stride: QA window overlap; default :func:`default_doc_stride` of ``max_length``.
         f1_threshold: QA: see :class:`~s3_hf.callback.MisclassificationCallback`.
@@ -202,7 +310,8 @@ def build_trainer(
     if collect_errors and eval_dataset is not None:
         error_callback = MisclassificationCallback(spec, eval_dataset, f1_threshold=f1_threshold)
         callbacks.append(error_callback)
-    trainer = MisclassificationTrainer(
+    trainer_class = LengthSortedEvalTrainer if sort_eval_by_length else MisclassificationTrainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_features,

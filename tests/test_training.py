@@ -162,3 +162,48 @@ def test_same_seed_gives_the_same_fresh_model_whatever_ran_before(models, tmp_pa
     pairs = list(zip(first.state_dict().items(), second.state_dict().items(), other.state_dict().values()))
     assert all(torch.equal(a, b) for (_, a), (_, b), _ in pairs)
     assert any(not torch.equal(a, c) for (_, a), _, c in pairs)  # the seed matters: some weights are fresh
+
+
+def test_evaluation_reads_longest_first_and_returns_everything_in_dataset_order(models, tmp_path):
+    from s3_hf.training import LengthSortedEvalTrainer, _length_order_sampler
+
+    raw_train, raw_eval = tiny_setup.rte_rows(16, seed=11), tiny_setup.rte_rows(21, seed=12)
+    seen: list[np.ndarray] = []
+
+    def metrics_recording_labels(eval_pred):
+        seen.append(np.asarray(eval_pred.label_ids))
+        return {"rows": len(eval_pred.label_ids)}
+
+    outputs = {}
+    for sort in (True, False):
+        trainer = build_trainer(
+            "rte",
+            models["cls"],
+            raw_train,
+            raw_eval,
+            _args(tmp_path / str(sort), max_steps=1, seed=3),
+            compute_metrics=metrics_recording_labels,
+            sort_eval_by_length=sort,
+        )
+        assert isinstance(trainer, LengthSortedEvalTrainer) == sort
+        trainer.train()
+        loader = trainer.get_eval_dataloader()
+        sampler = _length_order_sampler(loader)
+        if sort:  # read longest first: the order differs from the dataset's, and the first batch is the widest
+            lengths = [len(ids) for ids in trainer.eval_dataset["input_ids"]]
+            assert list(sampler.order) != list(range(21))
+            assert next(iter(loader))["input_ids"].shape[1] == max(lengths)
+        else:
+            assert sampler is None
+        metrics = trainer.evaluate()
+        predicted = trainer.predict(trainer.eval_dataset)
+        assert np.array_equal(seen[-1], raw_eval["label"])  # compute_metrics got dataset order (predict's call)
+        assert np.array_equal(seen[-2], raw_eval["label"])  # and evaluate's
+        assert np.array_equal(predicted.label_ids, raw_eval["label"])
+        assert trainer.compute_metrics.user_fn is metrics_recording_labels  # wrapped by the callback once, restored
+        errors = trainer.misclassification_callback.errors
+        outputs[sort] = (metrics, predicted.predictions, list(errors["eval_index"]), list(errors["hypothesis"]))
+    (m_sorted, p_sorted, i_sorted, h_sorted), (m_plain, p_plain, i_plain, h_plain) = outputs[True], outputs[False]
+    assert np.allclose(p_sorted, p_plain, atol=1e-5)  # the same logits per row, whatever the batch's padding
+    assert i_sorted == i_plain and h_sorted == h_plain and len(i_sorted) == m_sorted["eval_misclassified"]
+    assert m_sorted["eval_misclassified"] == m_plain["eval_misclassified"]
