@@ -2,7 +2,7 @@
 
 S3 scores its small model on gold reviews at every epoch (the error pool, for the best epoch and the errors) and at
 the end of every round (validation and test): in the demo, most of a round's training stage. With dynamic padding a
-batch is padded to its longest review, and in dataset order nearly every batch of 16 holds one at the 256-token
+batch is padded to its longest review, and in dataset order nearly every batch of 32 holds one at the 256-token
 limit. ``s3_hf.training.LengthSortedEvalTrainer`` (what ``build_trainer`` builds) reads the rows longest first and
 puts every array back in dataset order. This times ``evaluate()`` (with the ``MisclassificationCallback``, as the
 pipeline runs it) of the same model on the same reviews both ways, interleaved, and checks that both give the same
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=400, help="gold reviews evaluated (IMDb validation)")
     parser.add_argument("--max-length", type=int, default=256, help="token budget (IMDb's TaskSpec: 256)")
-    parser.add_argument("--batch-size", type=int, default=16, help="eval batch size (the pipeline's: 16)")
+    parser.add_argument("--batch-size", type=int, default=32, help="eval batch size (the pipeline's: 32)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of the fresh classification head")

@@ -178,7 +178,7 @@ class _LengthOrderSampler(torch.utils.data.Sampler):
 class LengthSortedEvalTrainer(MisclassificationTrainer):
     """:class:`~s3_hf.callback.MisclassificationTrainer` that evaluates and predicts longest examples first.
 
-    With dynamic padding a batch is padded to its longest example; in dataset order nearly every batch of 16 real
+    With dynamic padding a batch is padded to its longest example; in dataset order nearly every batch of 32 real
     IMDb reviews holds one at the 256-token limit, so a fifth of the tokens the model reads at evaluation are padding.
     Read in order of length, the batches pad to their own length (``benchmarks/eval_order.py`` measures both). Every
     array is put back in dataset order before anything sees it: ``compute_metrics`` (and so the
