@@ -4,7 +4,9 @@ The S3 authors padded every example to 512 tokens; here examples are tokenized w
 (``truncation=True, max_length=task.max_length``) and :class:`~transformers.DataCollatorWithPadding` pads each batch
 to its own longest example; ``group_by_length=True`` additionally batches examples of similar length
 (``TrainingArguments(train_sampling_strategy="group_by_length")`` in transformers 5). ``benchmarks/padding.py``
-measures the difference. Extractive QA uses the strided features of :mod:`s3_hf.qa`.
+measures the difference. Evaluation reads the rows longest first and hands every result back in dataset order
+(:class:`LengthSortedEvalTrainer`, ``benchmarks/eval_order.py``). Extractive QA uses the strided features of
+:mod:`s3_hf.qa`.
 
 Example:
 
