@@ -31,6 +31,7 @@ RECIPE = ("task", "gold", "validation_size", "test_size", "error_pool", "error_p
 
 def run_seed(seed_dir: Path, epochs: list[float], cli) -> dict[float, dict[str, Any]] | None:
     """Train on the seed folder's rows at each epoch count (resuming from ``<out>/<seed>/epochs_<E>.json``)."""
+    from s3_hf.atomic import write_json_atomic
     from s3_hf.pipeline import S3Config, S3Pipeline
     from s3_hf.s3_json import read_s3_json
 
@@ -58,8 +59,7 @@ def run_seed(seed_dir: Path, epochs: list[float], cli) -> dict[float, dict[str, 
         result = pipeline.train_and_evaluate(rows, f"epochs_{count:g}")
         result["seconds"] = round(time.time() - started, 1)
         result["rows"] = len(rows)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+        write_json_atomic(path, result)  # a run stopped mid-write leaves no half file to resume from
         out[count] = result
     return out
 
