@@ -132,6 +132,7 @@ def _recipe(cli) -> dict[str, Any]:
         "seed_prompt": cli.seed_prompt,
         "round_gate": cli.round_gate,
         "verify_calibration": cli.verify_calibration,
+        "verify_mode": cli.verify_mode,
     }
     values = {k: v for k, v in values.items() if v is not None}
     if cli.select_hard:
@@ -692,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verifiers", nargs="*", default=None, help="llm, student, or none (default: the pipeline's)")
     parser.add_argument("--round-gate", default=None, help="validation or none (default: the pipeline's)")
     parser.add_argument("--verify-calibration", default=None, help="batch or none (default: the pipeline's)")
+    parser.add_argument("--verify-mode", default=None, help="all or any (a cascade; default: the pipeline's, all)")
     parser.add_argument("--error-pool-size", type=int, default=None, help="default: the pipeline's")
     parser.add_argument("--max-example-chars", type=int, default=None, help="default: the pipeline's")
     parser.add_argument("--error-view", default=None, help="text or description (default: the pipeline's)")

@@ -141,6 +141,15 @@ class S3Config:
             "trained on the seed and earlier rounds); 'none' for no verification"
         ),
     )
+    verify_mode: str = field(
+        default="all",
+        metadata=_help(
+            "'all': a candidate must pass every verifier; 'any': the verifiers are a cascade, a candidate one keeps is "
+            "kept and only what it doubts reaches the next (e.g. --verifiers student llm --verify-mode any: the LLM "
+            "labels only the candidates the small model disagrees with; an 'llm' verifier after the first then "
+            "decides uncalibrated, since what reaches it is not a sample of the round's candidates)"
+        ),
+    )
     verify_threshold: float = field(
         default=0.5, metadata=_help("p(asked label) a verifier needs to keep a candidate (QA: answer token F1)")
     )
@@ -279,11 +288,18 @@ class S3Config:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise S3ConfigError(f"S3Config.{name} must be a positive integer or None, got {value!r}")
-        from .verification import CALIBRATIONS, VERIFIERS
+        from .verification import CALIBRATIONS, VERIFIERS, VERIFY_MODES
 
         if any(v not in VERIFIERS for v in self.verifiers) or len(set(self.verifiers)) != len(self.verifiers):
             raise S3ConfigError(
                 f"S3Config.verifiers must be distinct values of {VERIFIERS} (or 'none'), got {self.verifiers!r}"
+            )
+        if self.verify_mode not in VERIFY_MODES:
+            raise S3ConfigError(f"S3Config.verify_mode must be one of {VERIFY_MODES}, got {self.verify_mode!r}")
+        if self.verify_mode == "any" and len(self.verifiers) < 2:
+            raise S3ConfigError(
+                f"S3Config.verify_mode 'any' is a cascade of verifiers and needs at least two, got verifiers "
+                f"{self.verifiers!r}"
             )
         if self.spec.is_qa and ("student" in self.verifiers or self.select_hard):
             raise S3ConfigError(
@@ -421,6 +437,8 @@ class S3Config:
             del payload["error_view"]
         if payload.get("seed_prompt") == "task":  # the only seed prompt before the field
             del payload["seed_prompt"]
+        if payload.get("verify_mode") == "all":  # the only mode before the field
+            del payload["verify_mode"]
         payload["task_fingerprint"] = self.spec.fingerprint()
         for name in ("gold", "context_pool", "error_pool"):
             payload[name] = local_data_digest(payload[name]) or payload[name]

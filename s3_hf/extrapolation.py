@@ -61,7 +61,7 @@ from .synthesis import (
     stage_usage,
 )
 from .tasks import TaskSpec, get_task
-from .verification import apply_verifiers, example_digest, shown_example
+from .verification import VERIFY_MODES, apply_verifiers, example_digest, shown_example
 
 ErrorsInput = Any  # datasets.Dataset | Iterable[dict] | str | Path
 
@@ -126,6 +126,9 @@ class ErrorExtrapolator:
             label is shown next to it ("learning by contrast", prompt template ``contrast``). ``None``: no neighbour.
         verifiers: :mod:`s3_hf.verification` verifiers applied in order to every candidate (``verifier_<name>`` in
             ``rejected`` and ``outcome.verification`` count what each dropped).
+        verify_mode: ``"all"`` (a candidate must pass every verifier) or ``"any"`` (a cascade: a candidate one
+            verifier keeps is kept, and only what it doubts reaches the next); see
+            :func:`~s3_hf.verification.apply_verifiers`.
         seed: seed of the ``max_errors`` sample.
         max_attempts: attempts per request.
         deduplicator: drops exact/near duplicates; seed it with earlier rounds (default: a fresh one).
@@ -152,6 +155,7 @@ class ErrorExtrapolator:
         max_example_chars: int = 600,
         contrast_pool: Sequence[dict[str, Any]] | None = None,
         verifiers: Sequence[Any] = (),
+        verify_mode: str = "all",
         seed: int = 0,
         max_attempts: int = 3,
         deduplicator: Deduplicator | None | str = "default",
@@ -188,6 +192,9 @@ class ErrorExtrapolator:
                 f"ErrorExtrapolator error_view='description' is for single-text classification tasks, not "
                 f"{self.spec.name!r} ({self.spec.kind}, context field {self.spec.context_field!r})"
             )
+        if verify_mode not in VERIFY_MODES:
+            raise S3ConfigError(f"ErrorExtrapolator verify_mode must be one of {VERIFY_MODES}, got {verify_mode!r}")
+        self.verify_mode = verify_mode
         self.error_view = error_view
         self.new_context = new_context
         self.examples_per_error = examples_per_error
@@ -422,7 +429,7 @@ class ErrorExtrapolator:
             outcome.usage = stage_usage(self.engine, stage=self.stage, round_index=round_index)
         accepted = [r for r in results if r.example is not None]
         keep, outcome.verification = apply_verifiers(
-            [r.example for r in accepted], self.verifiers, round_index=round_index
+            [r.example for r in accepted], self.verifiers, round_index=round_index, mode=self.verify_mode
         )
         for name, stats in outcome.verification.items():
             if stats["dropped"]:

@@ -333,15 +333,18 @@ class S3Pipeline:
 
         c = self.config
         out: list[Any] = []
-        for name in c.verifiers:
+        for position, name in enumerate(c.verifiers):
             if name == "llm":
+                # in a cascade, what reaches a later verifier is what the earlier ones doubted: not a sample of the
+                # round's candidates, so a mean over it is no estimate of the verifier's bias
+                calibration = "none" if c.verify_mode == "any" and position > 0 else c.verify_calibration
                 out.append(
                     LLMLabelVerifier(
                         self.spec,
                         self.engine,
                         threshold=c.verify_threshold,
                         max_example_chars=c.max_example_chars,
-                        calibration=c.verify_calibration,
+                        calibration=calibration,
                     )
                 )
             else:
@@ -387,6 +390,7 @@ class S3Pipeline:
             max_example_chars=c.max_example_chars,
             contrast_pool=contrast_pool,  # callers pass None without --contrast
             verifiers=verifiers,
+            verify_mode=c.verify_mode,
             seed=c.seed + k,
             max_attempts=c.max_attempts,
             deduplicator=dedup,
@@ -880,7 +884,7 @@ def _accumulate(info: dict[str, Any], outcome: Any) -> None:
     for verifier, stats in outcome.verification.items():
         total = info.setdefault("verification", {}).setdefault(verifier, {"checked": 0, "kept": 0, "dropped": 0})
         for name, value in stats.items():
-            total[name] += value
+            total[name] = total.get(name, 0) + value
 
 
 def round_gate_keeps(rule: str, validation: float, best: float) -> bool:

@@ -161,7 +161,8 @@ def round_card(
         f"LLM: `{llm}`; small model: `{c.small_model or 'all-MiniLM-L6-v2 (packaged)'}`; gold: `{c.gold}` "
         f"({c.validation_size} validation / {c.test_size} test examples); seed size {c.seed_size}, "
         f"errors from `{c.error_pool}` ({c.error_pool_size} rows), {c.examples_per_error} candidate(s) per error "
-        f"verified by {', '.join(c.verifiers) or 'none'}{', hard ones only' if c.select_hard else ''}, at most "
+        f"verified by {(' or ' if c.verify_mode == 'any' else ', ').join(c.verifiers) or 'none'}"
+        f"{', hard ones only' if c.select_hard else ''}, at most "
         f"{c.max_errors_per_round} errors per round, round gate `{c.round_gate}`. "
         "The full run configuration is in `s3_run_config.json`."
     )

@@ -2,8 +2,13 @@
 
 A small generator asked for a *negative* review often writes a positive one, and S3 then teaches the small model the
 wrong label on exactly the examples it finds hard. So :class:`~s3_hf.extrapolation.ErrorExtrapolator` can sample
-``k`` candidates per error and pass each through verifiers, in order; a candidate dropped by one is counted under
-``verifier_<name>`` and never reaches the next.
+``k`` candidates per error and pass each through verifiers, in order. With ``mode="all"`` (the default) a candidate
+must pass every verifier: one dropped by a verifier is counted under ``verifier_<name>`` and never reaches the next.
+With ``mode="any"`` the verifiers are a cascade: a candidate kept by one is kept without asking the rest, and only
+the candidates a verifier doubts reach the next (``verifiers=["student", "llm"]``: the LLM labels only what the small
+model disagrees with, the candidates where a wrong label and a hard example look alike); a candidate every verifier
+doubts is counted under the last one's ``verifier_<name>``. A selection (``StudentLabelVerifier(mode="hard")``) is
+not a verifier: in either mode it applies to what the verifiers kept.
 
 - :class:`LLMLabelVerifier` (``"llm"``): the generator itself labels the candidate zero-shot (the task's
   ``PromptSet.verify`` prompt, temperature 0, the answer constrained to the label names by JSON schema where the
@@ -45,6 +50,7 @@ from .prompts import GENERIC_VERIFY, VERIFY_SYSTEM, PromptSet
 from .tasks import TaskSpec, get_task
 
 VERIFIERS = ("llm", "student")
+VERIFY_MODES = ("all", "any")
 CALIBRATIONS = ("none", "batch")
 VERIFY_STAGE = "verify"
 # fewer candidates with label probabilities than this (in all, or asked for any one label) give too noisy a mean:
@@ -328,6 +334,12 @@ class StudentLabelVerifier:
     def name(self) -> str:
         return "student" if self.mode == "agree" else "hard"
 
+    @property
+    def is_selection(self) -> bool:
+        """``mode="hard"`` selects candidates (it drops the ones whose label it confirms) rather than verifying them:
+        :func:`apply_verifiers` applies it after the verifiers in either mode."""
+        return self.mode == "hard"
+
     def load(self) -> None:
         """Load the model and tokenizer (once; a loaded model is kept)."""
         if isinstance(self.model, (str, Path)):
@@ -376,13 +388,40 @@ class StudentLabelVerifier:
 
 
 def apply_verifiers(
-    candidates: list[dict[str, Any]], verifiers: Sequence[Any], *, round_index: int = 0
+    candidates: list[dict[str, Any]], verifiers: Sequence[Any], *, round_index: int = 0, mode: str = "all"
 ) -> tuple[list[bool], dict[str, dict[str, int]]]:
-    """Run ``verifiers`` in order over ``candidates`` (each sees only what the previous ones kept). Returns a keep
-    flag per candidate and, per verifier name, ``{"checked", "kept", "dropped"}``."""
-    keep = [True] * len(candidates)
+    """Run ``verifiers`` in order over ``candidates``, then any selection among them (``is_selection``) over what
+    they kept. ``mode="all"``: each verifier sees only what the previous ones kept; ``mode="any"``: each sees only
+    what the previous ones doubted, and a candidate one of them keeps is kept (see the module docstring).
+
+    Returns a keep flag per candidate and, per verifier name, ``{"checked", "kept", "dropped"}``; in ``"any"`` mode
+    a verifier before the last drops nothing: what it doubted is counted as ``"deferred"`` (to the next one).
+    """
+    if mode not in VERIFY_MODES:
+        raise S3ConfigError(f"apply_verifiers mode must be one of {VERIFY_MODES}, got {mode!r}")
+    checks = [v for v in verifiers if not getattr(v, "is_selection", False)]
     stats: dict[str, dict[str, int]] = {}
-    for verifier in verifiers:
+    keep = [True] * len(candidates)
+    sequential = list(verifiers)  # "all": every verifier and selection in the order given
+    if mode == "any" and checks:
+        sequential = [v for v in verifiers if getattr(v, "is_selection", False)]
+        keep = [False] * len(candidates)
+        for position, verifier in enumerate(checks):
+            doubted = [i for i, flag in enumerate(keep) if not flag]
+            verdicts = verifier.verdicts([candidates[i] for i in doubted], round_index=round_index)
+            kept = 0
+            for i, verdict in zip(doubted, verdicts):
+                keep[i] = verdict.keep
+                kept += verdict.keep
+            last = position == len(checks) - 1
+            stats[verifier.name] = {
+                "checked": len(doubted),
+                "kept": kept,
+                "dropped": len(doubted) - kept if last else 0,
+            }
+            if not last:
+                stats[verifier.name]["deferred"] = len(doubted) - kept
+    for verifier in sequential:
         alive = [i for i, flag in enumerate(keep) if flag]
         verdicts = verifier.verdicts([candidates[i] for i in alive], round_index=round_index)
         kept = 0

@@ -14,7 +14,13 @@ from fake_llm import FakeEngine, user_prompt
 from s3_hf.errors import S3ConfigError
 from s3_hf.extrapolation import ErrorExtrapolator
 from s3_hf.pipeline import S3Config
-from s3_hf.verification import LLMLabelVerifier, StudentLabelVerifier, apply_verifiers, label_probabilities
+from s3_hf.verification import (
+    LLMLabelVerifier,
+    StudentLabelVerifier,
+    Verdict,
+    apply_verifiers,
+    label_probabilities,
+)
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
 
@@ -223,6 +229,70 @@ def test_student_verifier_and_hard_selection_are_complementary(tiny_model):
         StudentLabelVerifier("adqa", tiny_model)
 
 
+class ScriptedVerifier:
+    """Keeps the candidates whose text contains one of ``keeps``; records what it was shown."""
+
+    def __init__(self, name, keeps, *, is_selection=False):
+        self.name, self.keeps, self.is_selection, self.seen = name, keeps, is_selection, []
+
+    def verdicts(self, candidates, *, round_index=0):
+        self.seen.append([c["text"] for c in candidates])
+        return [Verdict(any(k in c["text"] for k in self.keeps)) for c in candidates]
+
+
+def test_any_mode_is_a_cascade_that_asks_the_next_verifier_only_about_doubted_candidates():
+    candidates = [{"text": t, "label": 0} for t in ("a", "b", "c", "d", "e")]
+    first, second = ScriptedVerifier("student", "ab"), ScriptedVerifier("llm", "cd")
+    keep, stats = apply_verifiers(candidates, [first, second], mode="any")
+    assert keep == [True, True, True, True, False]
+    assert first.seen == [["a", "b", "c", "d", "e"]] and second.seen == [["c", "d", "e"]]
+    # only the last verifier drops; the first one's doubts are deferred, not dropped
+    assert stats == {
+        "student": {"checked": 5, "kept": 2, "dropped": 0, "deferred": 3},
+        "llm": {"checked": 3, "kept": 2, "dropped": 1},
+    }
+    # "all" (the default) on the same verifiers: both must keep a candidate
+    first.seen, second.seen = [], []
+    keep, stats = apply_verifiers(candidates, [ScriptedVerifier("student", "abc"), second])
+    assert keep == [False, False, True, False, False] and second.seen == [["a", "b", "c"]]
+    # a selection is not part of the cascade: it applies to what the verifiers kept, in either mode
+    hard = ScriptedVerifier("hard", "bce", is_selection=True)
+    keep, stats = apply_verifiers(candidates, [first, second, hard], mode="any")
+    assert keep == [False, True, True, False, False] and hard.seen == [["a", "b", "c", "d"]]
+    assert stats["hard"] == {"checked": 4, "kept": 2, "dropped": 2}
+    with pytest.raises(S3ConfigError, match="mode.*'either'"):
+        apply_verifiers(candidates, [first], mode="either")
+
+
+def test_any_mode_extrapolator_counts_only_final_drops():
+    engine = FakeEngine(imdb_responder)
+    # a "student" that doubts every candidate: the LLM decides them all, and drops the wrong ones
+    student = ScriptedVerifier("student", ())
+    outcome = ErrorExtrapolator(
+        "imdb", engine, examples_per_error=4, verifiers=[student, LLMLabelVerifier("imdb", engine)], verify_mode="any"
+    ).extrapolate(IMDB_ERRORS)
+    assert outcome.verification["student"] == {"checked": 8, "kept": 0, "dropped": 0, "deferred": 8}
+    assert outcome.verification["llm"] == {"checked": 8, "kept": 4, "dropped": 4}
+    assert dict(outcome.rejected) == {"verifier_llm": 4}
+    assert outcome.requested == outcome.accepted + sum(outcome.rejected.values())
+    with pytest.raises(S3ConfigError, match="verify_mode.*'some'"):
+        ErrorExtrapolator("imdb", engine, verify_mode="some")
+
+
+def test_a_cascaded_llm_verifier_decides_uncalibrated(tmp_path):
+    """What reaches a later verifier is what the earlier ones doubted, not a sample of the round's candidates."""
+    from s3_hf.pipeline import S3Pipeline
+
+    def calibrations(**fields):
+        pipeline = S3Pipeline(S3Config(output_dir=str(tmp_path / "run"), **fields))
+        pipeline._engine = FakeEngine(imdb_responder)  # no server: the verifiers are only built
+        return {v.name: getattr(v, "calibration", None) for v in pipeline._verifiers(0)}
+
+    assert calibrations(verifiers=["student", "llm"], verify_mode="any") == {"student": None, "llm": "none"}
+    assert calibrations(verifiers=["llm", "student"], verify_mode="any") == {"llm": "batch", "student": None}
+    assert calibrations(verifiers=["student", "llm"]) == {"student": None, "llm": "batch"}
+
+
 # ---------------------------------------------------------------------- config and the error pool
 def test_config_errors_name_the_field():
     with pytest.raises(S3ConfigError, match="examples_per_error.*0"):
@@ -237,6 +307,12 @@ def test_config_errors_name_the_field():
         S3Config(verify_threshold=1.5)
     with pytest.raises(S3ConfigError, match="keep_per_error.*0"):
         S3Config(keep_per_error=0)
+    with pytest.raises(S3ConfigError, match="verify_mode.*'some'"):
+        S3Config(verify_mode="some")
+    with pytest.raises(S3ConfigError, match=r"verify_mode 'any'.*at least two.*\['llm'\]"):
+        S3Config(verify_mode="any")
+    cascade = S3Config(verifiers=["student", "llm"], verify_mode="any")
+    assert cascade.data_fingerprint() != S3Config(verifiers=["student", "llm"]).data_fingerprint()
     with pytest.raises(S3ConfigError, match="extrapolate_context is for pair classification tasks.*'imdb'"):
         S3Config(task="imdb", extrapolate_context=True)
     assert S3Config(task="rte", extrapolate_context=True).extrapolate_context
