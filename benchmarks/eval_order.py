@@ -2,8 +2,8 @@
 
 S3 scores its small model on gold reviews at every epoch (the error pool, for the best epoch and the errors) and at
 the end of every round (validation and test): in the demo, most of a round's training stage. With dynamic padding a
-batch is padded to its longest review, and in dataset order nearly every batch of 32 holds one at the 256-token
-limit. ``s3_hf.training.LengthSortedEvalTrainer`` (what ``build_trainer`` builds) reads the rows longest first and
+batch is padded to its longest review, and in dataset order nearly every batch of 32 holds one at the token limit
+(the pipeline's 128 for classification; most IMDb reviews are longer, so at 128 most batches are full either way). ``s3_hf.training.LengthSortedEvalTrainer`` (what ``build_trainer`` builds) reads the rows longest first and
 puts every array back in dataset order. This times ``evaluate()`` (with the ``MisclassificationCallback``, as the
 pipeline runs it) of the same model on the same reviews both ways, interleaved, and checks that both give the same
 logits, metrics and errors.
@@ -25,6 +25,7 @@ import torch
 from transformers import PrinterCallback, TrainingArguments
 
 from s3_hf.assets import encoder_path
+from s3_hf.config import CLASSIFICATION_MAX_LENGTH
 from s3_hf.gold import load_gold
 from s3_hf.training import build_trainer
 
@@ -39,7 +40,12 @@ def padded_tokens(lengths: Sequence[int], batch_size: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=400, help="gold reviews evaluated (IMDb validation)")
-    parser.add_argument("--max-length", type=int, default=256, help="token budget (IMDb's TaskSpec: 256)")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=CLASSIFICATION_MAX_LENGTH,
+        help=f"token budget (the pipeline's for classification: {CLASSIFICATION_MAX_LENGTH})",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="eval batch size (the pipeline's: 32)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
