@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import paired_interval, s3_round_path, sign_flip_p  # noqa: E402
 
 RULES = ("validation", "validation_or_tie")
+GAIN_BINS = ((float("-inf"), 0.0), (0.0, 1.0), (1.0, 2.0), (2.0, float("inf")))  # validation gain, points
 
 
 def replay_final(rounds: list[dict[str, Any]], rule: str) -> dict[str, Any]:
@@ -69,6 +70,33 @@ def run_rows(folders: list[Path]) -> list[str]:
     return lines
 
 
+def round_gains(rounds: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """``(validation gain, test change)`` in points of every round after the seed, each against the best kept
+    round before it (the model the round would replace)."""
+    out = []
+    best = rounds[0]
+    for entry in rounds[1:]:
+        out.append((100 * (entry["validation"] - best["validation"]), 100 * (entry["test"] - best["test"])))
+        if entry.get("kept", True):
+            best = entry
+    return out
+
+
+def gain_rows(gains: list[tuple[float, float]]) -> list[str]:
+    """Rounds binned by validation gain: how many, their mean test change, and how many fell on test."""
+    lines = [
+        f"\n{len(gains)} rounds after the seed: test change against the best kept round before it, by validation gain\n",
+        "| validation gain (points) | rounds | test change, mean | fell on test |",
+        "|---|---|---|---|",
+    ]
+    for low, high in GAIN_BINS:
+        changes = [t for v, t in gains if low < round(v, 6) <= high]
+        mean = f"{sum(changes) / len(changes):+.2f}" if changes else "-"
+        label = "≤ 0 (set aside)" if high == 0 else f"> {low:g}" if high == float("inf") else f"{low:g} to {high:g}"
+        lines.append(f"| {label} | {len(changes)} | {mean} | {sum(t < 0 for t in changes)} |")
+    return lines
+
+
 def quality_rows(path: Path) -> list[str]:
     """Per seed of a ``quality.json``: S3's final test under each rule; then S3 − each baseline, paired over seeds."""
     results = json.loads(path.read_text(encoding="utf-8"))
@@ -108,10 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no state.json in {', '.join(map(str, missing))}")
     lines = run_rows(folders) if folders else []
+    gains = []
+    for folder in folders:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        gains += round_gains(s3_round_path(state["s3"]["rounds"]))
     for path in cli.paths:
         if path.is_file():
             lines += quality_rows(path)
-    print("\n".join(lines))
+            gains += [g for r in json.loads(path.read_text(encoding="utf-8")) for g in round_gains(r["s3"]["rounds"])]
+    print("\n".join(lines + gain_rows(gains)))
     return 0
 
 

@@ -342,6 +342,16 @@ def test_a_round_the_run_set_aside_stays_aside_and_the_best_is_the_kept_rounds(g
     assert gate_replay.replay_final(rounds, "validation_or_tie")["test"] == 0.522
 
 
+def test_round_gains_compare_each_round_with_the_best_kept_round_before_it(gate_replay):
+    # round 1 set aside (validation -1): round 2 is compared with the seed, round 3 with round 2
+    rounds = _rounds((0.70, 0.70), (0.69, 0.71), (0.705, 0.68), (0.73, 0.74), kept=[True, False, True, True])
+    gains = [(round(v, 2), round(t, 2)) for v, t in gate_replay.round_gains(rounds)]
+    assert gains == [(-1.0, 1.0), (0.5, -2.0), (2.5, 6.0)]
+    text = "\n".join(gate_replay.gain_rows(gate_replay.round_gains(rounds)))
+    assert "| ≤ 0 (set aside) | 1 | +1.00 | 0 |" in text and "| 0 to 1 | 1 | -2.00 | 1 |" in text
+    assert "| 1 to 2 | 0 | - | 0 |" in text and "| > 2 | 1 | +6.00 | 0 |" in text
+
+
 def test_quality_rows_pair_each_rule_with_the_baselines(gate_replay, tmp_path):
     results = [
         {"task": "imdb", "seed": seed, "s3": {"rounds": _rounds((0.6, 0.60), (0.7, 0.70), (0.7, last))},
