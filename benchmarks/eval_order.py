@@ -3,8 +3,9 @@
 S3 scores its small model on gold reviews at every epoch (the error pool, for the best epoch and the errors) and at
 the end of every round (validation and test): in the demo, most of a round's training stage. With dynamic padding a
 batch is padded to its longest review, and in dataset order nearly every batch of 32 holds one at the token limit
-(the pipeline's 128 for classification; most IMDb reviews are longer, so at 128 most batches are full either way). ``s3_hf.training.LengthSortedEvalTrainer`` (what ``build_trainer`` builds) reads the rows longest first and
-puts every array back in dataset order. This times ``evaluate()`` (with the ``MisclassificationCallback``, as the
+(the pipeline's 128 for classification; most IMDb reviews are longer, so at 128 most batches are full either way).
+``s3_hf.training.LengthSortedEvalTrainer`` (what ``build_trainer`` builds) reads the rows longest first and puts
+every array back in dataset order. This times ``evaluate()`` (with the ``MisclassificationCallback``, as the
 pipeline runs it) of the same model on the same reviews both ways, interleaved, and checks that both give the same
 logits, metrics and errors.
 

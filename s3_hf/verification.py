@@ -399,34 +399,35 @@ def apply_verifiers(
     """
     if mode not in VERIFY_MODES:
         raise S3ConfigError(f"apply_verifiers mode must be one of {VERIFY_MODES}, got {mode!r}")
-    checks = [v for v in verifiers if not getattr(v, "is_selection", False)]
     stats: dict[str, dict[str, int]] = {}
-    keep = [True] * len(candidates)
+
+    def decide(verifier: Any, indices: list[int]) -> int:
+        """Set ``keep`` of the candidates at ``indices`` to ``verifier``'s verdicts; return how many it kept."""
+        verdicts = verifier.verdicts([candidates[i] for i in indices], round_index=round_index)
+        for i, verdict in zip(indices, verdicts):
+            keep[i] = verdict.keep
+        return sum(keep[i] for i in indices)
+
+    checks = [v for v in verifiers if not getattr(v, "is_selection", False)]
     sequential = list(verifiers)  # "all": every verifier and selection in the order given
+    keep = [True] * len(candidates)
     if mode == "any" and checks:
-        sequential = [v for v in verifiers if getattr(v, "is_selection", False)]
+        sequential = [v for v in verifiers if v not in checks]
         keep = [False] * len(candidates)
         for position, verifier in enumerate(checks):
             doubted = [i for i, flag in enumerate(keep) if not flag]
-            verdicts = verifier.verdicts([candidates[i] for i in doubted], round_index=round_index)
-            kept = 0
-            for i, verdict in zip(doubted, verdicts):
-                keep[i] = verdict.keep
-                kept += verdict.keep
-            last = position == len(checks) - 1
-            stats[verifier.name] = {
-                "checked": len(doubted),
-                "kept": kept,
-                "dropped": len(doubted) - kept if last else 0,
-            }
-            if not last:
-                stats[verifier.name]["deferred"] = len(doubted) - kept
+            kept = decide(verifier, doubted)
+            if position == len(checks) - 1:
+                stats[verifier.name] = {"checked": len(doubted), "kept": kept, "dropped": len(doubted) - kept}
+            else:
+                stats[verifier.name] = {
+                    "checked": len(doubted),
+                    "kept": kept,
+                    "dropped": 0,
+                    "deferred": len(doubted) - kept,
+                }
     for verifier in sequential:
         alive = [i for i, flag in enumerate(keep) if flag]
-        verdicts = verifier.verdicts([candidates[i] for i in alive], round_index=round_index)
-        kept = 0
-        for i, verdict in zip(alive, verdicts):
-            keep[i] = verdict.keep
-            kept += verdict.keep
+        kept = decide(verifier, alive)
         stats[verifier.name] = {"checked": len(alive), "kept": kept, "dropped": len(alive) - kept}
     return keep, stats
