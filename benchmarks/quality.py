@@ -693,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verifiers", nargs="*", default=None, help="llm, student, or none (default: the pipeline's)")
     parser.add_argument("--round-gate", default=None, help="validation or none (default: the pipeline's)")
     parser.add_argument("--verify-calibration", default=None, help="batch or none (default: the pipeline's)")
-    parser.add_argument("--verify-mode", default=None, help="all or any (a cascade; default: the pipeline's, all)")
+    parser.add_argument("--verify-mode", default=None, help="all or any (a cascade; default: the pipeline's: auto)")
     parser.add_argument("--error-pool-size", type=int, default=None, help="default: the pipeline's")
     parser.add_argument("--max-example-chars", type=int, default=None, help="default: the pipeline's")
     parser.add_argument("--error-view", default=None, help="text or description (default: the pipeline's)")

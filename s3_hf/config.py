@@ -134,20 +134,23 @@ class S3Config:
         default=12, metadata=_help("extrapolate at most this many errors per round (label-balanced sample; None: all)")
     )
     verifiers: list[str] = field(
-        default_factory=lambda: ["llm"],
+        default_factory=lambda: ["auto"],
         metadata=_help(
-            "label verifiers every candidate must pass, in order: 'llm' (the generator labels it zero-shot: logprobs "
+            "label verifiers of every candidate, in order: 'llm' (the generator labels it zero-shot: logprobs "
             "where the endpoint gives them, else a schema-constrained answer) and/or 'student' (the small model "
-            "trained on the seed and earlier rounds); 'none' for no verification"
+            "trained on the seed and earlier rounds); 'none' for no verification; 'auto': 'student llm' as a cascade "
+            "(verify_mode 'any') for single-text classification, 'llm' for pair and QA tasks, whose small model is "
+            "at chance at these sizes"
         ),
     )
     verify_mode: str = field(
-        default="all",
+        default="auto",
         metadata=_help(
             "'all': a candidate must pass every verifier; 'any': the verifiers are a cascade, a candidate one keeps is "
             "kept and only what it doubts reaches the next (e.g. --verifiers student llm --verify-mode any: the LLM "
             "labels only the candidates the small model disagrees with; an 'llm' verifier after the first then "
-            "decides uncalibrated, since what reaches it is not a sample of the round's candidates)"
+            "decides uncalibrated, since what reaches it is not a sample of the round's candidates); 'auto': 'any' "
+            "for the cascade that verifiers 'auto' picks, else 'all'"
         ),
     )
     verify_threshold: float = field(
@@ -263,6 +266,13 @@ class S3Config:
         if not self.method or any(m not in METHODS for m in self.method) or len(set(self.method)) != len(self.method):
             raise S3ConfigError(f"S3Config.method must be distinct values of {METHODS}, got {self.method!r}")
         self.spec  # noqa: B018 - raises S3ConfigError for an unknown task
+        if self.verifiers == ["auto"]:  # the cascade where the small model can judge a label (measured: README)
+            cascade = self.spec.is_single_text
+            self.verifiers = ["student", "llm"] if cascade else ["llm"]
+            if self.verify_mode == "auto":
+                self.verify_mode = "any" if cascade else "all"
+        elif self.verify_mode == "auto":
+            self.verify_mode = "all"
         positive = (
             "seed_size",
             "rationales_per_label",
@@ -292,7 +302,8 @@ class S3Config:
 
         if any(v not in VERIFIERS for v in self.verifiers) or len(set(self.verifiers)) != len(self.verifiers):
             raise S3ConfigError(
-                f"S3Config.verifiers must be distinct values of {VERIFIERS} (or 'none'), got {self.verifiers!r}"
+                f"S3Config.verifiers must be distinct values of {VERIFIERS} (or 'none', or 'auto' alone), got "
+                f"{self.verifiers!r}"
             )
         if self.verify_mode not in VERIFY_MODES:
             raise S3ConfigError(f"S3Config.verify_mode must be one of {VERIFY_MODES}, got {self.verify_mode!r}")

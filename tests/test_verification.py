@@ -310,9 +310,17 @@ def test_config_errors_name_the_field():
     with pytest.raises(S3ConfigError, match="verify_mode.*'some'"):
         S3Config(verify_mode="some")
     with pytest.raises(S3ConfigError, match=r"verify_mode 'any'.*at least two.*\['llm'\]"):
-        S3Config(verify_mode="any")
+        S3Config(verifiers=["llm"], verify_mode="any")
     cascade = S3Config(verifiers=["student", "llm"], verify_mode="any")
     assert cascade.data_fingerprint() != S3Config(verifiers=["student", "llm"]).data_fingerprint()
+    with pytest.raises(S3ConfigError, match=r"verifiers must be.*\['auto', 'llm'\]"):
+        S3Config(verifiers=["auto", "llm"])
+    # 'auto' (the default): the cascade where the small model can judge a label, the LLM alone elsewhere
+    assert (S3Config(task="imdb").verifiers, S3Config(task="imdb").verify_mode) == (["student", "llm"], "any")
+    for task in ("qnli", "rte", "adqa"):
+        assert (S3Config(task=task).verifiers, S3Config(task=task).verify_mode) == (["llm"], "all")
+    assert S3Config(verifiers=["student", "llm"]).verify_mode == "all"  # named verifiers: each must pass
+    assert S3Config(task="imdb").data_fingerprint() == cascade.data_fingerprint()
     with pytest.raises(S3ConfigError, match="extrapolate_context is for pair classification tasks.*'imdb'"):
         S3Config(task="imdb", extrapolate_context=True)
     assert S3Config(task="rte", extrapolate_context=True).extrapolate_context
