@@ -526,6 +526,7 @@ class S3Pipeline:
         result: dict[str, Any] = {"train_rows": len(examples), "seconds_train": round(train_seconds, 1)}
         if select:
             result["best_epoch"] = _best_epoch(trainer.state)
+            result["pool_by_epoch"] = _scores_by_epoch(trainer.state, f"eval_{primary}")
             self.process.wait_for_everyone()  # every process has loaded the best checkpoint
             if self.process.is_main_process:
                 _remove_checkpoints(Path(args.output_dir))
@@ -903,6 +904,16 @@ def _best_epoch(state: Any) -> float | None:
         return None
     epochs = [entry["epoch"] for entry in state.log_history if entry.get("step") == step and "epoch" in entry]
     return round(float(epochs[0]), 2) if epochs else None
+
+
+def _scores_by_epoch(state: Any, key: str) -> list[list[float]]:
+    """``[[epoch, score], ...]`` of every evaluation in ``state.log_history`` that logged ``key`` (the error pool's
+    score after each epoch: what ``load_best_model_at_end`` chose among, kept so a run shows it)."""
+    return [
+        [round(float(entry["epoch"]), 2), round(float(entry[key]), 6)]
+        for entry in state.log_history
+        if key in entry and "epoch" in entry
+    ]
 
 
 def _remove_checkpoints(trainer_dir: Path) -> None:

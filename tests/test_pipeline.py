@@ -742,6 +742,10 @@ def test_extrapolate_context_writes_new_contexts_and_best_epoch_selection(tmp_pa
     assert not {e["sentence"] for e in new} & {e["sentence"] for e in errors}
     for record in (state["s3"]["rounds"]["0"], state["s3"]["rounds"]["1"], state["zerogen"]):
         assert record["best_epoch"] in (1.0, 2.0, 3.0)
+        # the pool's score after each epoch is kept, and the chosen epoch is the first with the best of them
+        scores = dict(map(tuple, record["pool_by_epoch"]))
+        assert sorted(scores) == [1.0, 2.0, 3.0]
+        assert record["best_epoch"] == min(e for e, v in scores.items() if v == max(scores.values()))
     first = state["s3"]["rounds"]["0"]
     assert len(errors) == first["errors"] == round(first["pool_size"] * (1 - first["pool"]))
     assert not list(out.rglob("checkpoint-*"))
