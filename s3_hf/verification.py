@@ -417,15 +417,14 @@ def apply_verifiers(
         for position, verifier in enumerate(checks):
             doubted = [i for i, flag in enumerate(keep) if not flag]
             kept = decide(verifier, doubted)
-            if position == len(checks) - 1:
-                stats[verifier.name] = {"checked": len(doubted), "kept": kept, "dropped": len(doubted) - kept}
-            else:
-                stats[verifier.name] = {
-                    "checked": len(doubted),
-                    "kept": kept,
-                    "dropped": 0,
-                    "deferred": len(doubted) - kept,
-                }
+            last = position == len(checks) - 1  # only the last verifier drops; the earlier ones defer
+            stats[verifier.name] = {
+                "checked": len(doubted),
+                "kept": kept,
+                "dropped": len(doubted) - kept if last else 0,
+            }
+            if not last:
+                stats[verifier.name]["deferred"] = len(doubted) - kept
     for verifier in sequential:
         alive = [i for i, flag in enumerate(keep) if flag]
         kept = decide(verifier, alive)
