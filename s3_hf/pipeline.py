@@ -482,19 +482,7 @@ class S3Pipeline:
         # the error pool is the Trainer's eval set; with load_best_model_at_end it also picks the epoch, for every
         # method alike (validation and test stay out of training decisions)
         select = c.load_best_model_at_end
-        selection = (
-            dict(
-                eval_strategy="epoch",
-                save_strategy="epoch",
-                load_best_model_at_end=True,
-                metric_for_best_model=primary,
-                greater_is_better=True,
-                save_total_limit=1,
-                save_only_model=True,
-            )
-            if select
-            else dict(eval_strategy="no", save_strategy="no")
-        )
+        selection = selection_arguments(c, primary)
         args = TrainingArguments(
             output_dir=str(run_dir / "trainer"),
             num_train_epochs=c.epochs,
@@ -895,6 +883,24 @@ def round_gate_keeps(rule: str, validation: float, best: float) -> bool:
     if rule == "none":
         return True
     return validation > best or (rule == "validation_or_tie" and validation == best)
+
+
+def selection_arguments(config: S3Config, metric: str) -> dict[str, Any]:
+    """The ``TrainingArguments`` of model selection: with ``load_best_model_at_end``, score the error pool after every
+    epoch from ``select_from_epoch`` on (transformers scores an epoch once ``eval_delay <= state.epoch``; capped at
+    ``epochs`` so a short run still picks a model) and keep the best epoch's model on ``metric``."""
+    if not config.load_best_model_at_end:
+        return dict(eval_strategy="no", save_strategy="no")
+    return dict(
+        eval_strategy="epoch",
+        eval_delay=float(min(config.select_from_epoch, config.epochs)),
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=True,
+        save_total_limit=1,
+        save_only_model=True,
+    )
 
 
 def _best_epoch(state: Any) -> float | None:

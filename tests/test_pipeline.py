@@ -741,10 +741,11 @@ def test_extrapolate_context_writes_new_contexts_and_best_epoch_selection(tmp_pa
     assert new and all(e["sentence"].startswith("A new sentence") for e in new)
     assert not {e["sentence"] for e in new} & {e["sentence"] for e in errors}
     for record in (state["s3"]["rounds"]["0"], state["s3"]["rounds"]["1"], state["zerogen"]):
-        assert record["best_epoch"] in (1.0, 2.0, 3.0)
-        # the pool's score after each epoch is kept, and the chosen epoch is the first with the best of them
+        assert record["best_epoch"] in (2.0, 3.0)
+        # the pool's score after each epoch from select_from_epoch (2) on is kept, and the chosen epoch is the first
+        # with the best of them
         scores = dict(map(tuple, record["pool_by_epoch"]))
-        assert sorted(scores) == [1.0, 2.0, 3.0]
+        assert sorted(scores) == [2.0, 3.0]
         assert record["best_epoch"] == min(e for e, v in scores.items() if v == max(scores.values()))
     first = state["s3"]["rounds"]["0"]
     assert len(errors) == first["errors"] == round(first["pool_size"] * (1 - first["pool"]))
@@ -861,6 +862,41 @@ def test_seed_prompt_zerogen_shares_the_seed_requests_with_the_zerogen_baseline(
     )  # replayed from the cache in a real run
     assert not set(map(str, keys["task"]["seed"])) & set(map(str, keys["task"]["zerogen"]))
     assert S3Config(seed_prompt="zerogen").data_fingerprint() != S3Config().data_fingerprint()
+
+
+def test_select_from_epoch_is_validated_and_keeps_earlier_fingerprints(monkeypatch):
+    """select_from_epoch must be a positive integer (the error names the field and value); 1 (every epoch scored,
+    as before the field) leaves the data fingerprint as it was, the default (2) changes it."""
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(
+            S3ConfigError, match=rf"S3Config.select_from_epoch must be a positive integer, got {bad!r}"
+        ):
+            S3Config(select_from_epoch=bad)
+    every_epoch = S3Config(select_from_epoch=1)
+    fingerprint = every_epoch.data_fingerprint()
+    assert S3Config().select_from_epoch == 2 and S3Config().data_fingerprint() != fingerprint
+    to_dict = S3Config.to_dict
+    monkeypatch.setattr(
+        S3Config, "to_dict", lambda self: {k: v for k, v in to_dict(self).items() if k != "select_from_epoch"}
+    )
+    assert every_epoch.data_fingerprint() == fingerprint  # as before the field existed
+
+
+def test_selection_arguments_score_the_pool_from_select_from_epoch():
+    """The Trainer scores the pool once eval_delay <= state.epoch: the default skips epoch 1, a run shorter than
+    select_from_epoch still scores its last epoch, and without model selection nothing is scored."""
+    from transformers import TrainingArguments
+
+    from s3_hf.pipeline import selection_arguments
+
+    assert selection_arguments(S3Config(), "accuracy")["eval_delay"] == 2.0
+    assert selection_arguments(S3Config(select_from_epoch=1), "accuracy")["eval_delay"] == 1.0
+    assert selection_arguments(S3Config(epochs=1.0), "accuracy")["eval_delay"] == 1.0
+    assert selection_arguments(S3Config(load_best_model_at_end=False), "accuracy") == dict(
+        eval_strategy="no", save_strategy="no"
+    )
+    args = TrainingArguments("unused", use_cpu=True, **selection_arguments(S3Config(), "f1"))
+    assert args.eval_delay == 2.0 and args.metric_for_best_model == "f1" and args.load_best_model_at_end
 
 
 def test_error_view_description_round_end_to_end(tmp_path):
