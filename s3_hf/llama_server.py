@@ -19,7 +19,15 @@ with the same values (``tests/test_llama_server.py`` compares both on a real mod
 the installed llama-cpp-python's code has the two steps as written (checked in its source); otherwise the server runs
 unpatched and says so in its log.
 
-    python -m s3_hf.llama_server --model model.gguf --port 8000 --logits_all True
+Every prompt is also evaluated whole (:func:`apply_whole_prompts`). llama-cpp-python keeps the KV cache of the
+server's previous prompt and evaluates only the part of the next one that differs; the reused prefix and the new part
+are then computed in other batches than a whole prompt would be, so the logits, and a sampled reply, depend on which
+request the server answered before: the same request with the same seed got another reply after another request
+(Qwen2.5-0.5B, 2026-12-07). Evaluated whole, a reply depends on the request alone, whichever replica answers it and
+in whatever order. ``--prefix_reuse True`` keeps llama-cpp-python's reuse (``benchmarks/prefix_reuse.py`` measures
+both).
+
+    python -m s3_hf.llama_server --model model.gguf --port 8000 --logits_all True [--prefix_reuse False]
 """
 
 from __future__ import annotations
@@ -133,15 +141,57 @@ def remove() -> None:
     del llama_module.sorted
 
 
+def apply_whole_prompts() -> None:
+    """Patch ``llama_cpp.llama.Llama.generate`` to forget the previous prompt first, so no KV prefix is reused and
+    each prompt is evaluated whole (see the module docstring)."""
+    import llama_cpp.llama as llama_module
+
+    if "generate" in _ORIGINAL:
+        return
+    original = llama_module.Llama.generate
+
+    def generate(self: Any, *args: Any, **kwargs: Any):
+        self.n_tokens = 0  # generate() then resets and evaluates from position 0, dropping the whole KV cache
+        return (yield from original(self, *args, **kwargs))
+
+    _ORIGINAL["generate"] = original
+    llama_module.Llama.generate = generate
+
+
+def remove_whole_prompts() -> None:
+    """Undo :func:`apply_whole_prompts`."""
+    import llama_cpp.llama as llama_module
+
+    if "generate" in _ORIGINAL:
+        llama_module.Llama.generate = _ORIGINAL.pop("generate")
+
+
+def _pop_prefix_reuse(args: list[str]) -> tuple[bool, list[str]]:
+    """``--prefix_reuse True|False`` (ours; default False) taken out of the server's ``args``."""
+    if "--prefix_reuse" not in args:
+        return False, args
+    at = args.index("--prefix_reuse")
+    value = args[at + 1] if at + 1 < len(args) else ""
+    if value not in ("True", "False"):
+        raise SystemExit(f"s3_hf.llama_server: --prefix_reuse takes True or False, got {value!r}")
+    return value == "True", args[:at] + args[at + 2 :]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run llama-cpp-python's server with :func:`apply`'s patch; ``argv``: its command-line arguments."""
+    """Run llama-cpp-python's server with :func:`apply`'s patch and, unless ``--prefix_reuse True``, whole-prompt
+    evaluation; ``argv``: its command-line arguments."""
     from llama_cpp.server.__main__ import main as server_main
 
+    prefix_reuse, args = _pop_prefix_reuse(list(sys.argv[1:] if argv is None else argv))
     patched = apply()
+    if not prefix_reuse:
+        apply_whole_prompts()
     print(
-        f"s3_hf.llama_server: numpy logprobs {'on' if patched else 'off (unknown llama-cpp-python code)'}", flush=True
+        f"s3_hf.llama_server: numpy logprobs {'on' if patched else 'off (unknown llama-cpp-python code)'}; "
+        f"prompts evaluated {'after the reused KV prefix' if prefix_reuse else 'whole'}",
+        flush=True,
     )
-    sys.argv = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+    sys.argv = [sys.argv[0], *args]
     server_main()
     return 0
 

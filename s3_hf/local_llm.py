@@ -82,6 +82,9 @@ class LocalLLMServer:
             servers of their own.
         fast_logprobs: run :mod:`s3_hf.llama_server` (the same answers; a verification call 0.71x the seconds,
             ``benchmarks/local_logprobs.py``) instead of ``llama_cpp.server`` as installed.
+        prefix_reuse: let a server reuse the KV cache of its previous prompt (llama-cpp-python's behaviour, which
+            ``llama_cpp.server`` as installed always has). Off by default: a reply then depends on the request alone,
+            not on which request the server answered before (``benchmarks/prefix_reuse.py``).
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class LocalLLMServer:
         model_alias: str = "local",
         logits_all: bool = True,
         fast_logprobs: bool = True,
+        prefix_reuse: bool = False,
     ):
         if replicas < 1:
             raise S3ConfigError(f"LocalLLMServer.replicas must be >= 1, got {replicas!r}")
@@ -114,6 +118,7 @@ class LocalLLMServer:
         self.model_alias = model_alias
         self.logits_all = logits_all
         self.fast_logprobs = fast_logprobs
+        self.prefix_reuse = prefix_reuse
         self._procs: list[tuple[subprocess.Popen, int, Path]] = []
 
     @property
@@ -162,6 +167,7 @@ class LocalLLMServer:
             "False",
             "--verbose",
             "False",
+            *(("--prefix_reuse", str(self.prefix_reuse)) if self.fast_logprobs else ()),
         ]
 
     def start(self) -> LocalLLMServer:

@@ -104,3 +104,72 @@ def test_patched_llama_answers_logprob_requests_as_the_original(monkeypatch):
     assert got == expected
     assert rows_sorted_fast and all(row is not None for row in rows_sorted_fast)  # every sort took the fast path
     assert any(len(top) == 5 for _, logprobs in got for top in logprobs["top_logprobs"] if top is not None)
+
+
+def test_prefix_reuse_flag_is_taken_out_of_the_server_arguments():
+    """--prefix_reuse True|False is ours: taken out before llama-cpp-python's parser sees it; default False."""
+    pop = llama_server._pop_prefix_reuse
+    assert pop(["--model", "m.gguf"]) == (False, ["--model", "m.gguf"])
+    assert pop(["--prefix_reuse", "True", "--port", "1"]) == (True, ["--port", "1"])
+    assert pop(["--port", "1", "--prefix_reuse", "False"]) == (False, ["--port", "1"])
+    with pytest.raises(SystemExit, match="--prefix_reuse takes True or False, got 'yes'"):
+        pop(["--prefix_reuse", "yes"])
+
+
+def test_local_server_command_asks_for_whole_prompts_unless_prefix_reuse(tmp_path):
+    from s3_hf.local_llm import LocalLLMServer
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"")
+
+    def flag(**kwargs):
+        command = LocalLLMServer(str(gguf), **kwargs).command(8000)
+        return command[command.index("--prefix_reuse") + 1] if "--prefix_reuse" in command else None
+
+    assert flag() == "False" and flag(prefix_reuse=True) == "True"
+    assert flag(fast_logprobs=False) is None  # llama_cpp.server as installed knows no such flag (and always reuses)
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_whole_prompts_make_a_reply_independent_of_the_previous_request(monkeypatch):
+    """A real (tiny) model: with apply_whole_prompts every prompt is evaluated from its first token (llama-cpp-python
+    alone evaluates only what differs from the previous prompt), and a sampled reply to a request is the same
+    whichever request came before it."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from s3_hf.assets import AssetError, gguf_path
+
+    try:
+        path = gguf_path("smollm2")
+    except AssetError as err:
+        pytest.skip(f"tiny GGUF not installed: {err}")
+    model = llama_cpp.Llama(str(path), n_ctx=512, n_threads=1, verbose=False)
+    head = "<|im_start|>user\nWrite one sentence of a negative review of "
+    x, y = head + "a slow thriller.<|im_end|>\n<|im_start|>assistant\n", head + "a loud comedy.<|im_end|>\n"
+    evals: list[int] = []  # tokens per eval() call of the last request: the first is its prompt's
+    original_eval = llama_cpp.llama.Llama.eval
+
+    def eval_(self, tokens):
+        evals.append(len(tokens))
+        return original_eval(self, tokens)
+
+    def ask(prompt):
+        evals.clear()
+        reply = model.create_completion(prompt, max_tokens=24, temperature=0.8, seed=7)["choices"][0]["text"]
+        return reply, evals[0]
+
+    monkeypatch.setattr(llama_cpp.llama.Llama, "eval", eval_)
+    n_x = len(model.tokenize(x.encode(), special=True))
+    ask(y)
+    _, evaluated = ask(x)
+    assert evaluated < n_x  # as installed: the prefix shared with y is reused
+    try:
+        llama_server.apply_whole_prompts()
+        alone, evaluated = ask(x)
+        assert evaluated == n_x
+        ask(y)
+        after_y, evaluated = ask(x)
+        assert evaluated == n_x and after_y == alone
+    finally:
+        llama_server.remove_whole_prompts()
+    assert llama_cpp.llama.Llama.generate is not None and "generate" not in llama_server._ORIGINAL
