@@ -224,6 +224,13 @@ class S3Config:
     local_replicas: int = field(
         default=2, metadata=_help("embedded llama.cpp servers to start (each single-threaded on a 2-core machine)")
     )
+    local_prefix_reuse: bool = field(
+        default=False,
+        metadata=_help(
+            "embedded llama.cpp servers reuse their previous prompt's KV cache: about 10% faster calls, but a reply "
+            "then depends on the request answered before it (default: every prompt evaluated whole, reproducible)"
+        ),
+    )
     llm_cache_dir: str | None = field(
         default=None, metadata=_help("LLM response cache folder (default: <output_dir>/llm_cache)")
     )
@@ -418,6 +425,7 @@ class S3Config:
             seed=self.seed,
             json_mode=self.json_mode,
             local_replicas=self.local_replicas,
+            local_prefix_reuse=self.local_prefix_reuse,
             cache_dir=self.llm_cache_dir or os.path.join(self.output_dir, "llm_cache"),
         )
 
@@ -450,6 +458,7 @@ class S3Config:
             "rpm",
             "tpm",
             "local_replicas",
+            "local_prefix_reuse",
             "base_url",
             "api_key_env",
         }

@@ -125,6 +125,15 @@ class LLMConfig:
             "every token's logits and answers everything"
         ),
     )
+    local_prefix_reuse: bool = field(
+        default=False,
+        metadata=_help(
+            "local llama.cpp: let a server reuse the KV cache of its previous prompt (llama-cpp-python's own "
+            "behaviour; benchmarks/prefix_reuse.py: 0.91x the seconds per call, but a third of the replies then "
+            "depend on which request the server answered before). False (the default since 2026-12-07): every prompt "
+            "is evaluated whole, so a reply depends on the request and its seed alone"
+        ),
+    )
     progress: bool = field(default=True, metadata=_help("show tqdm progress bars"))
 
     def __post_init__(self):

@@ -194,6 +194,7 @@ class LLMEngine:
                 replicas=self.config.local_replicas or min(os.cpu_count() or 1, 4),
                 model_alias=self.config.model,
                 logits_all=logits_all,
+                prefix_reuse=self.config.local_prefix_reuse,
             ).start()
         return self._local_servers[logits_all].base_urls
 

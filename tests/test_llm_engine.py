@@ -579,6 +579,24 @@ def test_the_embedded_llm_answers_logprob_requests_from_servers_of_their_own(mon
     assert all(s.replicas == 2 and s.closed for s in servers)  # the same replicas each, all stopped on close
 
 
+@pytest.mark.parametrize("reuse", [False, True])
+def test_the_embedded_servers_evaluate_prompts_whole_unless_prefix_reuse_is_asked(monkeypatch, reuse):
+    """Every embedded server (text and logprob ones) gets ``local_prefix_reuse``; off by default, so a reply depends
+    on its request alone (s3_hf.llama_server); S3Config passes its own field through."""
+    from s3_hf import local_llm
+    from s3_hf.config import S3Config
+
+    monkeypatch.setattr(local_llm, "LocalLLMServer", _RecordingLocalServer)
+    _RecordingLocalServer.started = []
+    assert LLMConfig().local_prefix_reuse is False and S3Config().llm_config().local_prefix_reuse is False
+    config = LLMConfig(local_replicas=1, local_prefix_reuse=reuse, backoff_s=0.02, progress=False)
+    assert S3Config(local_prefix_reuse=reuse).llm_config().local_prefix_reuse is reuse
+    with LLMEngine(config) as engine:
+        engine.generate(make_requests(1), stage="seed")
+        engine.generate(make_requests(1, logprobs=5), stage="verify")
+    assert [s.kwargs["prefix_reuse"] for s in _RecordingLocalServer.started] == [reuse, reuse]
+
+
 def test_a_batch_answered_from_the_cache_starts_no_embedded_server(monkeypatch, tmp_path):
     """A resumed run replays its verdicts and texts from the cache: the embedded servers start on the first API
     call, not for a batch that needs none."""
