@@ -227,7 +227,7 @@ class S3Config:
     local_prefix_reuse: bool = field(
         default=False,
         metadata=_help(
-            "embedded llama.cpp servers reuse their previous prompt's KV cache: about 10% faster calls, but a reply "
+            "embedded llama.cpp servers reuse their previous prompt's KV cache: calls about 0.9x the seconds, but a reply "
             "then depends on the request answered before it (default: every prompt evaluated whole, reproducible)"
         ),
     )

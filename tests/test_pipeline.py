@@ -882,6 +882,19 @@ def test_select_from_epoch_is_validated_and_keeps_earlier_fingerprints(monkeypat
     assert every_epoch.data_fingerprint() == fingerprint  # as before the field existed
 
 
+def test_run_help_lists_every_field(capsys):
+    """`s3-hf run --help` prints every S3Config field's flag (argparse %-formats help strings: a stray '%' in one
+    made --help raise a TypeError)."""
+    import dataclasses
+
+    with pytest.raises(SystemExit) as exit_info:
+        config_from_args(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(S3Config):
+        assert f"--{f.name.replace('_', '-')}" in out, f.name
+
+
 def test_selection_arguments_score_the_pool_from_select_from_epoch():
     """The Trainer scores the pool once eval_delay <= state.epoch: the default skips epoch 1, a run shorter than
     select_from_epoch still scores its last epoch, and without model selection nothing is scored."""
