@@ -49,7 +49,11 @@ def load_calls(run_dir: Path, limit: int | None) -> list[dict]:
 
 def local_model(run_dir: Path) -> str:
     """The run's local model (``s3_run_config.json``'s ``local_model``)."""
-    config = json.loads((run_dir / "s3_run_config.json").read_text(encoding="utf-8"))
+    path = run_dir / "s3_run_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"{path}: cannot read the run's config ({err})") from None
     return config.get("local_model") or "qwen2.5-coder-0.5b"
 
 
