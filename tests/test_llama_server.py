@@ -159,6 +159,7 @@ def test_whole_prompts_make_a_reply_independent_of_the_previous_request(monkeypa
         return reply, evals[0]
 
     monkeypatch.setattr(llama_cpp.llama.Llama, "eval", eval_)
+    original_generate = llama_cpp.llama.Llama.generate
     n_x = len(model.tokenize(x.encode(), special=True))
     ask(y)
     _, evaluated = ask(x)
@@ -172,4 +173,4 @@ def test_whole_prompts_make_a_reply_independent_of_the_previous_request(monkeypa
         assert evaluated == n_x and after_y == alone
     finally:
         llama_server.remove_whole_prompts()
-    assert llama_cpp.llama.Llama.generate is not None and "generate" not in llama_server._ORIGINAL
+    assert llama_cpp.llama.Llama.generate is original_generate and "generate" not in llama_server._ORIGINAL
