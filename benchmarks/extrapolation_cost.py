@@ -27,8 +27,10 @@ written to ``<out>/<variant>.jsonl`` (``<variant>_k<k>.jsonl`` with several k), 
 
 ``--logprob-servers both`` runs all of it twice, on two engines one after the other: ``off`` (one set of embedded
 servers keeps every prompt token's logits and answers everything, as before) and ``on`` (requests with logprobs, i.e.
-the verifier's, get servers of their own, so the servers that write text keep only the last token's logits). Each
-engine's servers are started, and the verifier's warmed by one call, before anything is timed.
+the verifier's, get servers of their own, so the servers that write text keep only the last token's logits).
+``--shared-prompt-calls both`` likewise: ``off`` (one call per candidate) and ``on`` (the k candidates of one error in
+one call with ``n``, ``LLMConfig.shared_prompt_calls``, the default). Each engine's servers are started, and the
+verifier's warmed by one call, before anything is timed.
 
     python benchmarks/extrapolation_cost.py --errors 12 --k 2 --variants v3 default nocontrast
     python benchmarks/extrapolation_cost.py --errors 10 --k 2 --variants describe --logprob-servers both
@@ -38,6 +40,8 @@ engine's servers are started, and the verifier's warmed by one call, before anyt
         describe_firstperson describe_firstperson_movie
     python benchmarks/extrapolation_cost.py --errors 24 --k 2 3 4 --seed 2 --variants describe_labelled \
         --out runs/k_cost   # the shipped kit at 2, 3 and 4 candidates per description
+    python benchmarks/extrapolation_cost.py --errors 24 --k 2 --seed 3 --variants describe_labelled \
+        --shared-prompt-calls both --out runs/shared_cost   # one call per error's candidates, against one each
 """
 
 from __future__ import annotations
@@ -189,11 +193,11 @@ def run_variant(
 
 
 def measure(cli, config, spec, errors, pool, group: str = "") -> list[dict[str, Any]]:
-    """Seed synthesis, then every variant, on one engine built from ``config``. ``group`` (``"on"`` / ``"off"`` when
-    ``--logprob-servers both``, else ``""``) names the rows (``logprob servers on: <variant>``) and the row files
-    (``<out>/logprob_servers_on_<variant>.jsonl``; ``<out>/<variant>.jsonl`` without a group)."""
-    label = f"logprob servers {group}: " if group else ""
-    file_prefix = f"logprob_servers_{group}_" if group else ""
+    """Seed synthesis, then every variant, on one engine built from ``config``. ``group`` (e.g. ``"logprob servers
+    on"`` when ``--logprob-servers both``, else ``""``) names the rows (``logprob servers on: <variant>``) and the row
+    files (``<out>/logprob_servers_on_<variant>.jsonl``; ``<out>/<variant>.jsonl`` without a group)."""
+    label = f"{group}: " if group else ""
+    file_prefix = group.replace(" ", "_").replace(",", "") + "_" if group else ""
     from s3_hf.config import S3Config
     from s3_hf.llm_engine import LLMEngine
     from s3_hf.prompts import COPY_RETRY
@@ -281,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         default="on",
         help="embedded LLM: give the verifier's logprob requests servers of their own (LLMConfig.local_logprob_servers)",
     )
+    parser.add_argument(
+        "--shared-prompt-calls",
+        choices=["on", "off", "both"],
+        default="on",
+        help="ask the k candidates of one error in one call with n (LLMConfig.shared_prompt_calls)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--local-model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--base-url", default=None)
@@ -296,9 +306,15 @@ def main(argv: list[str] | None = None) -> int:
     spec = get_task("imdb")
     defaults = S3Config()
     errors, pool = stand_in_errors(cli.errors, cli.seed)
-    modes = {"on": [True], "off": [False], "both": [False, True]}[cli.logprob_servers]
+    modes = {"on": [True], "off": [False], "both": [False, True]}
+    settings = [(split, shared) for split in modes[cli.logprob_servers] for shared in modes[cli.shared_prompt_calls]]
     groups = []
-    for split in modes:
+    for split, shared in settings:
+        names = []
+        if cli.logprob_servers == "both":
+            names.append(f"logprob servers {'on' if split else 'off'}")
+        if cli.shared_prompt_calls == "both":
+            names.append(f"shared prompt calls {'on' if shared else 'off'}")
         config = LLMConfig(
             base_url=cli.base_url,
             model=cli.model,
@@ -309,8 +325,9 @@ def main(argv: list[str] | None = None) -> int:
             max_concurrency=defaults.max_concurrency,
             local_replicas=defaults.local_replicas,
             local_logprob_servers=split,
+            shared_prompt_calls=shared,
         )
-        groups.append(measure(cli, config, spec, errors, pool, ("on" if split else "off") if len(modes) > 1 else ""))
+        groups.append(measure(cli, config, spec, errors, pool, ", ".join(names)))
     lines = [
         f"Extrapolation cost on {cli.errors} real IMDb rows (k={', '.join(map(str, cli.k))} for the current kit), "
         "one engine per group, "
@@ -337,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['about_a_review']} |"
             )
     if len(groups) == 2:
-        lines += ["", "| variant | s generation + verification, on / off |", "|---|---|"]
+        changed = "logprob servers" if cli.logprob_servers == "both" else "shared prompt calls"
+        lines += ["", f"| variant | s generation + verification, {changed} on / off |", "|---|---|"]
         for off, on in zip(*groups):
             total_off = off["seconds_generation"] + off["seconds_verification"]
             total_on = on["seconds_generation"] + on["seconds_verification"]

@@ -231,6 +231,13 @@ class S3Config:
             "then depends on the request answered before it (default: every prompt evaluated whole, reproducible)"
         ),
     )
+    shared_prompt_calls: bool = field(
+        default=True,
+        metadata=_help(
+            "the k candidates of one error are asked in one call with OpenAI's n (the prompt paid and, on the "
+            "embedded server, evaluated once); False: one call per candidate, as before 2026-12-07"
+        ),
+    )
     llm_cache_dir: str | None = field(
         default=None, metadata=_help("LLM response cache folder (default: <output_dir>/llm_cache)")
     )
@@ -426,6 +433,7 @@ class S3Config:
             json_mode=self.json_mode,
             local_replicas=self.local_replicas,
             local_prefix_reuse=self.local_prefix_reuse,
+            shared_prompt_calls=self.shared_prompt_calls,
             cache_dir=self.llm_cache_dir or os.path.join(self.output_dir, "llm_cache"),
         )
 
@@ -465,6 +473,8 @@ class S3Config:
         payload = {k: v for k, v in self.to_dict().items() if k not in ignore}
         if payload.get("error_view") == "text":  # the only view before the field: earlier runs' hashes stay valid
             del payload["error_view"]
+        if payload.get("shared_prompt_calls") is False:  # one call per candidate, as before the field
+            del payload["shared_prompt_calls"]
         if payload.get("seed_prompt") == "task":  # the only seed prompt before the field
             del payload["seed_prompt"]
         if payload.get("verify_mode") == "all":  # the only mode before the field

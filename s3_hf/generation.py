@@ -37,8 +37,9 @@ class GenerationRequest:
             delimiter leak; the validator still checks the span.
         logprobs: ask for this many top alternatives per generated token (``GenerationResult.logprobs``); servers
             that do not return them (or reject the parameter) give ``None``, never an error.
-        affinity: requests with the same affinity go to the same server when there are several (a local server
-            reuses the KV cache of a prompt it has just processed: the k candidates of one error cost one prompt).
+        affinity: requests with the same affinity go to the same server when there are several; those of them
+            whose first calls differ in the seed alone (the k candidates of one error) are asked in one call with
+            OpenAI's ``n`` (``LLMConfig.shared_prompt_calls``): their prompt is paid once.
         retry_notes: rejection reason code -> a note for the model. The attempt after a reply rejected for such a
             reason sees that reply and the note as the next turns of the chat, as validation feedback (e.g. copied
             text: "write new sentences"); after other rejections the same prompt is asked again.

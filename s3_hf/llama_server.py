@@ -27,6 +27,12 @@ request the server answered before: the same request with the same seed got anot
 in whatever order. ``--prefix_reuse True`` keeps llama-cpp-python's reuse (``benchmarks/prefix_reuse.py`` measures
 both).
 
+A completion request with OpenAI's ``n`` above 1 gets ``n`` choices (:func:`apply_choices`; llama-cpp-python's server
+drops ``n`` and answers one): the prompt is evaluated once, whole, and each further choice continues from its KV cache
+within the same request, with the request's ``seed`` plus the choice's index. So the choices depend on the request
+alone, and the prompt's tokens are counted once in ``usage``, as OpenAI bills them. The k candidates of one error
+(:class:`~s3_hf.extrapolation.ErrorExtrapolator`) are asked that way.
+
     python -m s3_hf.llama_server --model model.gguf --port 8000 --logits_all True [--prefix_reuse False]
 """
 
@@ -151,7 +157,8 @@ def apply_whole_prompts() -> None:
     original = llama_module.Llama.generate
 
     def generate(self: Any, *args: Any, **kwargs: Any):
-        self.n_tokens = 0  # generate() then resets and evaluates from position 0, dropping the whole KV cache
+        if not getattr(self, "_s3_same_prompt", False):  # a further choice of one request keeps its prompt's KV
+            self.n_tokens = 0  # generate() then resets and evaluates from position 0, dropping the whole KV cache
         return (yield from original(self, *args, **kwargs))
 
     _ORIGINAL["generate"] = original
@@ -164,6 +171,66 @@ def remove_whole_prompts() -> None:
 
     if "generate" in _ORIGINAL:
         llama_module.Llama.generate = _ORIGINAL.pop("generate")
+
+
+class CompletionChoices:
+    """``llama(**kwargs)`` answered with ``n`` choices (see the module docstring); what :func:`apply_choices` hands
+    llama-cpp-python's completion handler in place of the model when a request asks for ``n > 1``."""
+
+    def __init__(self, llama: Any, n: int):
+        self.llama = llama
+        self.n = n
+
+    def __call__(self, **kwargs: Any) -> dict[str, Any]:
+        first = self.llama(**kwargs)
+        choices = [dict(first["choices"][0], index=0)]
+        completion_tokens = first["usage"]["completion_tokens"]
+        seed = kwargs.get("seed")
+        for index in range(1, self.n):
+            again = dict(kwargs, seed=None if seed is None else (int(seed) + index) % (2**31 - 1))
+            self.llama._s3_same_prompt = True  # the whole-prompt patch keeps the KV cache of this very prompt
+            try:
+                out = self.llama(**again)
+            finally:
+                self.llama._s3_same_prompt = False
+            choices.append(dict(out["choices"][0], index=index))
+            completion_tokens += out["usage"]["completion_tokens"]
+        prompt_tokens = first["usage"]["prompt_tokens"]
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        return {**first, "choices": choices, "usage": usage}
+
+
+def apply_choices() -> None:
+    """Patch ``llama_cpp.server.app.prepare_request_resources`` so that a non-streaming completion request with
+    ``n > 1`` is answered by :class:`CompletionChoices` (see the module docstring)."""
+    import llama_cpp.server.app as app
+    from llama_cpp.server.types import CreateCompletionRequest
+
+    if "prepare_request_resources" in _ORIGINAL:
+        return
+    original = app.prepare_request_resources
+
+    def prepare_request_resources(body: Any, llama_proxy: Any, body_model: Any, kwargs: dict) -> Any:
+        llama = original(body, llama_proxy, body_model, kwargs)
+        n = getattr(body, "n", None) or 1
+        if isinstance(body, CreateCompletionRequest) and n > 1 and not kwargs.get("stream"):
+            return CompletionChoices(llama, n)
+        return llama
+
+    _ORIGINAL["prepare_request_resources"] = original
+    app.prepare_request_resources = prepare_request_resources
+
+
+def remove_choices() -> None:
+    """Undo :func:`apply_choices`."""
+    import llama_cpp.server.app as app
+
+    if "prepare_request_resources" in _ORIGINAL:
+        app.prepare_request_resources = _ORIGINAL.pop("prepare_request_resources")
 
 
 def _pop_prefix_reuse(args: list[str]) -> tuple[bool, list[str]]:
@@ -184,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     prefix_reuse, args = _pop_prefix_reuse(list(sys.argv[1:] if argv is None else argv))
     patched = apply()
+    apply_choices()
     if not prefix_reuse:
         apply_whole_prompts()
     print(

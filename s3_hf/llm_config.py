@@ -134,6 +134,14 @@ class LLMConfig:
             "is evaluated whole, so a reply depends on the request and its seed alone"
         ),
     )
+    shared_prompt_calls: bool = field(
+        default=True,
+        metadata=_help(
+            "requests with the same affinity and the same prompt (the k candidates of one error) are asked in one call "
+            "with OpenAI's n, a choice each: the prompt's tokens are paid once and the embedded server evaluates it "
+            "once. Servers that answer fewer choices (llama-cpp-python's own, TGI) get the rest one call each"
+        ),
+    )
     progress: bool = field(default=True, metadata=_help("show tqdm progress bars"))
 
     def __post_init__(self):

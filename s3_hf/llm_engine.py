@@ -93,6 +93,10 @@ class _LogprobsRejected(Exception):
     """The server rejected the logprobs parameter (400): ask without it."""
 
 
+class _ChoicesRejected(Exception):
+    """The server rejected ``n`` > 1 (400/422): ask the requests of a shared prompt one call each."""
+
+
 class _Endpoint:
     def __init__(self, client: Any, capacity: int):
         self.client = client
@@ -160,6 +164,7 @@ class LLMEngine:
         self._local_servers: dict[bool, Any] = {}
         self._json_mode = self.config.json_mode
         self._logprobs_ok = True
+        self._choices_ok = self.config.shared_prompt_calls  # off after a server answers n > 1 with fewer choices
         if self._json_mode == "auto" and self.config.is_local:
             self._json_mode = "json_object"
 
@@ -229,10 +234,13 @@ class LLMEngine:
         *,
         json_mode: str | None = None,
         feedback: tuple[str, str] | None = None,
+        choices: int = 1,
     ) -> tuple[str, dict[str, Any], str, str | None]:
         """``(endpoint, payload, cache key, prefill the reply continues)`` for one attempt (``json_mode``: override
         the engine's current structured-output mode; ``feedback``: the rejected previous reply and the note that
-        follows it, see ``GenerationRequest.retry_notes``)."""
+        follows it, see ``GenerationRequest.retry_notes``; ``choices``: the size of the shared-prompt call whose
+        choice answers this request's first attempt, part of its cache key: the choices of one call are other draws
+        than calls of their own)."""
         cfg = self.config
         turns = [dict(m) for m in request.messages]
         if feedback is not None:
@@ -274,6 +282,8 @@ class LLMEngine:
             "attempt": attempt,
             "seed": cfg.seed,
         }
+        if choices > 1:
+            identity["choices"] = choices
         key = cache_key(identity)
         if cfg.seed is not None:  # distinct per request and attempt, reproducible
             payload["seed"] = int(hashlib.sha256(f"{cfg.seed}:{key}".encode()).hexdigest()[:8], 16) % (2**31 - 1)
@@ -282,11 +292,14 @@ class LLMEngine:
     # ------------------------------------------------------------------ one HTTP call with retries
     async def _call_api(
         self, endpoint_kind: str, payload: dict[str, Any], route: _Route, affinity: str | None = None
-    ) -> dict[str, Any]:
+    ) -> list[dict[str, Any]]:
+        """The raw reply of each choice (:meth:`_raws`) of one call, retried on transport errors."""
         import openai
 
         cfg = self.config
-        reserved = estimate_tokens(payload.get("messages") or payload.get("prompt", ""), payload["max_tokens"])
+        reserved = estimate_tokens(
+            payload.get("messages") or payload.get("prompt", ""), payload["max_tokens"] * payload.get("n", 1)
+        )
         last = "unknown"
         gate = await route.open()
         for retry in range(cfg.max_retries + 1):
@@ -318,6 +331,9 @@ class LLMEngine:
                     except openai.APIStatusError as err:
                         if err.status_code in (408, 409):
                             last = str(err.status_code)
+                        elif err.status_code in (400, 422) and payload.get("n", 1) > 1:
+                            raise _ChoicesRejected() from None  # the newest parameter first: asked alone, a
+                            # request whose response_format is what the server rejects still falls back below
                         elif (
                             err.status_code == 400 and "response_format" in payload and self.config.json_mode == "auto"
                         ):
@@ -330,7 +346,7 @@ class LLMEngine:
                         last = "bad_response"
                     else:
                         self.limiter.on_success()
-                        return self._raw(response, endpoint_kind, reserved)
+                        return self._raws(response, endpoint_kind, reserved)
                     finally:
                         endpoint.load -= 1
             self.report.transport_errors[last] += 1
@@ -342,26 +358,35 @@ class LLMEngine:
     def _backoff(self, retry: int) -> float:
         return min(30.0, self.config.backoff_s * 2**retry) * (0.5 + random.random() / 2)
 
-    def _raw(self, response: Any, endpoint_kind: str, reserved: int) -> dict[str, Any]:
-        choice = response.choices[0] if response.choices else None
-        if endpoint_kind == "chat":
-            message = getattr(choice, "message", None)
-            text = getattr(message, "content", None) if message is not None else None
-            refusal = getattr(message, "refusal", None) if message is not None else None
-        else:
-            text, refusal = getattr(choice, "text", None), None
+    def _raws(self, response: Any, endpoint_kind: str, reserved: int) -> list[dict[str, Any]]:
+        """One raw reply per choice, in the choices' ``index`` order (one, ``text`` ``None``, for a reply without
+        choices). The call's whole ``usage`` is the first choice's; the others carry none, so that sums over cached
+        replies (what a run paid) count every token once."""
         usage = getattr(response, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", None) or 0
         completion_tokens = getattr(usage, "completion_tokens", None) or 0
         self.limiter.settle(reserved=reserved, used=(prompt_tokens + completion_tokens) if usage else None)
-        return {
-            "text": text,
-            "logprobs": completion_logprobs(choice, endpoint_kind) if choice is not None else None,
-            "finish_reason": getattr(choice, "finish_reason", None),
-            "refusal": refusal,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
-            "model": getattr(response, "model", None),
-        }
+        choices = sorted(response.choices or [None], key=lambda c: getattr(c, "index", None) or 0)
+        raws = []
+        for choice in choices:
+            if endpoint_kind == "chat":
+                message = getattr(choice, "message", None)
+                text = getattr(message, "content", None) if message is not None else None
+                refusal = getattr(message, "refusal", None) if message is not None else None
+            else:
+                text, refusal = getattr(choice, "text", None), None
+            raws.append(
+                {
+                    "text": text,
+                    "logprobs": completion_logprobs(choice, endpoint_kind) if choice is not None else None,
+                    "finish_reason": getattr(choice, "finish_reason", None),
+                    "refusal": refusal,
+                    "usage": {"prompt_tokens": 0, "completion_tokens": 0},
+                    "model": getattr(response, "model", None),
+                }
+            )
+        raws[0]["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+        return raws
 
     # ------------------------------------------------------------------ interpretation
     def _interpret(self, request: GenerationRequest, raw: dict[str, Any], prefill: str | None):
@@ -398,14 +423,22 @@ class LLMEngine:
         round_index: int,
         route: _Route,
         dedup: Deduplicator | None,
+        choices: int = 1,
+        prefetched: tuple[dict[str, Any], int] | None = None,
     ) -> GenerationResult:
+        """One request through its attempts. ``choices`` > 1: its first attempt is a choice of a shared-prompt call
+        (:meth:`_run_group`), given as ``prefetched`` = ``(raw reply, API calls it counts: 1 for the call's first
+        choice, else 0)`` or, where that call gave it no choice, asked on its own."""
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "api_calls": 0, "cached": 0}
         reasons: list[str] = []
         text = logprobs = None
         feedback: tuple[str, str] | None = None  # the rejected reply and its note, for the next attempt
         attempt = 0
         while attempt < request.max_attempts:
-            endpoint_kind, payload, key, prefill = self._build_call(request, attempt, feedback=feedback)
+            shared = choices if attempt == 0 else 1
+            endpoint_kind, payload, key, prefill = self._build_call(
+                request, attempt, feedback=feedback, choices=shared
+            )
             raw = self.cache.get(key) if self.cache is not None else None
             if (
                 raw is None
@@ -414,7 +447,7 @@ class LLMEngine:
                 and self.config.json_mode == "auto"
             ):
                 # a run against a server that rejected response_format cached the plain variant: replay it
-                fallback = self._build_call(request, attempt, json_mode="off", feedback=feedback)
+                fallback = self._build_call(request, attempt, json_mode="off", feedback=feedback, choices=shared)
                 if self.cache.get(fallback[2]) is not None:
                     endpoint_kind, payload, key, prefill = fallback
                     raw = self.cache.get(key)
@@ -424,7 +457,10 @@ class LLMEngine:
                 self.usage.add(stage=stage, round_index=round_index, model=self.config.model_id, cached=True)
             else:
                 try:
-                    raw = await self._call_api(endpoint_kind, payload, route, request.affinity)
+                    if prefetched is not None and attempt == 0:
+                        (raw, calls), prefetched = prefetched, None
+                    else:
+                        raw, calls = (await self._call_api(endpoint_kind, payload, route, request.affinity))[0], 1
                 except _FormatRejected:
                     logger.warning("the server rejected response_format; falling back to json_mode='off'")
                     self._json_mode = "off"
@@ -437,10 +473,10 @@ class LLMEngine:
                     reasons.append(failed.reason)
                     attempt += 1
                     break  # the call itself failed after every retry: no point in another attempt
-                usage["api_calls"] += 1
+                usage["api_calls"] += calls
                 usage["prompt_tokens"] += raw["usage"]["prompt_tokens"]
                 usage["completion_tokens"] += raw["usage"]["completion_tokens"]
-                self.report.api_calls += 1
+                self.report.api_calls += calls
                 self.usage.add(
                     stage=stage,
                     round_index=round_index,
@@ -474,6 +510,63 @@ class LLMEngine:
                 feedback = (written, note)
         last = reasons[-1] if reasons else "invalid"
         return GenerationResult(request, None, last, attempt, usage, reasons, text, logprobs)
+
+    async def _run_group(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        stage: str,
+        round_index: int,
+        route: _Route,
+        dedup: Deduplicator | None,
+    ) -> list[GenerationResult]:
+        """Requests whose first calls would be the same but for the seed (the k candidates of one error): one call
+        with ``n`` = their number answers every first attempt, a choice each; each then goes on as
+        :meth:`_run_one` (validation, dedup, its own retries). If any of them is in the cache (a resumed run), or the
+        server rejected ``n`` or gave fewer choices before, the requests without a choice ask one call each."""
+        n = len(requests)
+        keys = [self._build_call(r, 0, choices=n)[2] for r in requests]
+        endpoint_kind, payload, _, _ = self._build_call(requests[0], 0, choices=n)
+        prefetched: list[tuple[dict[str, Any], int] | None] = [None] * n
+        if self._choices_ok and not (self.cache is not None and any(self.cache.get(k) is not None for k in keys)):
+            try:
+                raws = await self._call_api(endpoint_kind, {**payload, "n": n}, route, requests[0].affinity)
+            except _ChoicesRejected:
+                logger.warning("the server rejected n=%d; asking requests that share a prompt one call each", n)
+                self._choices_ok, raws = False, []
+            except (_FormatRejected, _LogprobsRejected, _CallFailed):
+                raws = []  # each request asks on its own, where these are handled
+            if 0 < len(raws) < n and self._choices_ok:
+                logger.warning(
+                    "the server answered n=%d with %d choice(s); asking the rest one call each", n, len(raws)
+                )
+                self._choices_ok = False
+            for index, raw in enumerate(raws[:n]):
+                prefetched[index] = (raw, 1 if index == 0 else 0)
+        return list(
+            await asyncio.gather(
+                *(
+                    self._run_one(
+                        r, stage=stage, round_index=round_index, route=route, dedup=dedup, choices=n, prefetched=p
+                    )
+                    for r, p in zip(requests, prefetched)
+                )
+            )
+        )
+
+    def _shared_prompt_units(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
+        """Indices of ``requests`` in units asked together: requests with the same ``affinity`` whose first calls
+        differ in the seed alone share one call (``LLMConfig.shared_prompt_calls``); every other request is a unit of
+        its own."""
+        units: list[list[int]] = []
+        groups: dict[tuple[str, str], list[int]] = {}
+        for index, request in enumerate(requests):
+            if not self.config.shared_prompt_calls or request.affinity is None or request.logprobs is not None:
+                units.append([index])
+                continue
+            payload = {k: v for k, v in self._build_call(request, 0)[1].items() if k != "seed"}
+            groups.setdefault((request.affinity, cache_key(payload)), []).append(index)
+        return sorted(units + list(groups.values()), key=lambda unit: unit[0])
 
     # ------------------------------------------------------------------ public API
     async def agenerate(
@@ -511,17 +604,27 @@ class LLMEngine:
         accepted = 0
         started = time.monotonic()
 
-        async def run(request: GenerationRequest) -> GenerationResult:
+        async def run(unit: list[int]) -> list[GenerationResult]:
             nonlocal accepted
-            result = await self._run_one(request, stage=stage, round_index=round_index, route=route, dedup=dedup)
-            self.report._add(result, stage)
-            accepted += result.example is not None
-            bar.update(1)
+            asked = [requests[i] for i in unit]
+            context = {"stage": stage, "round_index": round_index, "route": route, "dedup": dedup}
+            if len(asked) == 1:
+                done = [await self._run_one(asked[0], **context)]
+            else:
+                done = await self._run_group(asked, **context)
+            for result in done:
+                self.report._add(result, stage)
+                accepted += result.example is not None
+            bar.update(len(done))
             bar.set_postfix(accepted=accepted, refresh=False)
-            return result
+            return done
 
+        units = self._shared_prompt_units(requests)
+        results: list[Any] = [None] * len(requests)
         try:
-            results = await asyncio.gather(*(run(r) for r in requests))
+            for unit, done in zip(units, await asyncio.gather(*(run(u) for u in units))):
+                for index, result in zip(unit, done):
+                    results[index] = result
         finally:
             bar.close()
             for client in clients:

@@ -396,6 +396,33 @@ def test_extrapolation_cost_runs_each_variant_at_each_k_once(monkeypatch, tmp_pa
     assert int(k2[writing]) < int(k1[writing])  # a description's tokens are spread over more candidates
 
 
+def test_extrapolation_cost_compares_shared_prompt_calls_side_by_side(monkeypatch, tmp_path):
+    """`--shared-prompt-calls both`: one engine asks each error's k candidates one call each, the other in one call
+    with n; same rows accepted, fewer calls and fewer tokens per row with shared calls, and a ratio line."""
+    monkeypatch.syspath_prepend(str(QUALITY.parent))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    import extrapolation_cost
+
+    from s3_hf.testing.openai_server import FakeOpenAIServer
+
+    out = tmp_path / "shared"
+    argv = ["--errors", "4", "--k", "2", "--variants", "describe_labelled", "--shared-prompt-calls", "both"]
+    with FakeOpenAIServer() as server:
+        assert extrapolation_cost.main([*argv, "--out", str(out), "--base-url", server.url, "--model", "fake"]) == 0
+    table = (out / "extrapolation_cost.md").read_text().splitlines()
+    header = table[2].split(" | ")
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table[4:] if ": " in line}
+    off = rows["shared prompt calls off: describe_labelled"]
+    on = rows["shared prompt calls on: describe_labelled"]
+    calls, accepted = header.index("API calls (retries by reason)"), header.index("accepted")
+    writing = header.index("tokens per accepted row, writing only")
+    assert int(on[accepted]) == int(off[accepted]) == 8
+    assert int(on[calls].split()[0]) == 8 and int(off[calls].split()[0]) == 12  # 4 descriptions + 4 or 8 calls
+    assert int(on[writing]) < int(off[writing])
+    assert "| variant | s generation + verification, shared prompt calls on / off |" in table
+    assert (out / "shared_prompt_calls_on_describe_labelled.jsonl").exists()
+
+
 def test_replayed_tokens_counts_replayed_replies_at_their_cached_usage(monkeypatch, tmp_path):
     """`benchmarks/replayed_tokens.py`: a run from a copied cache pays only its own calls; its fresh cost adds the
     replayed replies back: whole stages and fully asked rounds from the cache, other rounds as own calls plus

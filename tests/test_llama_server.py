@@ -174,3 +174,73 @@ def test_whole_prompts_make_a_reply_independent_of_the_previous_request(monkeypa
     finally:
         llama_server.remove_whole_prompts()
     assert llama_cpp.llama.Llama.generate is original_generate and "generate" not in llama_server._ORIGINAL
+
+
+def test_completion_requests_with_n_get_n_choices_and_others_the_model():
+    """apply_choices: llama-cpp-python's handler drops n; a completion body with n > 1 is answered by
+    CompletionChoices, anything else by the model itself."""
+    pytest.importorskip("llama_cpp.server.app")
+    import llama_cpp.server.app as app
+    from llama_cpp.server.types import CreateChatCompletionRequest, CreateCompletionRequest
+
+    model = object()
+
+    def prepare(body, kwargs=None):
+        return app.prepare_request_resources(body, lambda _: model, None, kwargs or {})
+
+    llama_server.apply_choices()
+    try:
+        llama_server.apply_choices()  # idempotent
+        asked = prepare(CreateCompletionRequest(prompt="p", n=3))
+        assert isinstance(asked, llama_server.CompletionChoices) and asked.llama is model and asked.n == 3
+        assert prepare(CreateCompletionRequest(prompt="p")) is model
+        assert prepare(CreateCompletionRequest(prompt="p", n=3), {"stream": True}) is model
+        assert prepare(CreateChatCompletionRequest(messages=[{"role": "user", "content": "p"}], n=3)) is model
+    finally:
+        llama_server.remove_choices()
+    assert prepare(CreateCompletionRequest(prompt="p", n=3)) is model and not llama_server._ORIGINAL
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_n_choices_evaluate_the_prompt_once_and_depend_on_the_request_alone(monkeypatch):
+    """A real (tiny) model with whole prompts: CompletionChoices evaluates the prompt once (the further choices
+    evaluate its last token only), counts its tokens once, writes distinct choices, gives choice 0 the reply of the
+    same request without n, and the same choices again after another request."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from s3_hf.assets import AssetError, gguf_path
+
+    try:
+        path = gguf_path("smollm2")
+    except AssetError as err:
+        pytest.skip(f"tiny GGUF not installed: {err}")
+    model = llama_cpp.Llama(str(path), n_ctx=512, n_threads=1, verbose=False)
+    prompt = "<|im_start|>user\nWrite one sentence of a negative review of a slow thriller.<|im_end|>\n<|im_start|>assistant\n"
+    other = "<|im_start|>user\nWrite one sentence about a loud comedy.<|im_end|>\n<|im_start|>assistant\n"
+    n_prompt = len(model.tokenize(prompt.encode(), special=True))
+    evals: list[int] = []
+    original_eval = llama_cpp.llama.Llama.eval
+
+    def eval_(self, tokens):
+        evals.append(len(tokens))
+        return original_eval(self, tokens)
+
+    monkeypatch.setattr(llama_cpp.llama.Llama, "eval", eval_)
+    kwargs = {"prompt": prompt, "max_tokens": 16, "temperature": 0.9, "seed": 11}
+    llama_server.apply_whole_prompts()
+    try:
+        alone = model.create_completion(**kwargs)["choices"][0]["text"]
+        evals.clear()
+        out = llama_server.CompletionChoices(model, 3)(**kwargs)
+        prompt_evals = [count for count in evals if count > 1]
+        model.create_completion(prompt=other, max_tokens=8, seed=1)
+        again = llama_server.CompletionChoices(model, 3)(**kwargs)
+    finally:
+        llama_server.remove_whole_prompts()
+    texts = [choice["text"] for choice in out["choices"]]
+    assert [choice["index"] for choice in out["choices"]] == [0, 1, 2]
+    assert prompt_evals == [n_prompt]  # once, whole; choices 1 and 2 evaluate one token of it
+    assert out["usage"]["prompt_tokens"] == n_prompt
+    assert out["usage"]["total_tokens"] == n_prompt + out["usage"]["completion_tokens"]
+    assert texts[0] == alone and len(set(texts)) == 3
+    assert [choice["text"] for choice in again["choices"]] == texts

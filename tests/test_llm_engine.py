@@ -652,3 +652,86 @@ def test_an_embedded_server_that_fails_to_start_is_tried_once_and_its_error_rais
     tries.clear()
     asyncio.run(in_a_running_loop())
     assert len(tries) == 1
+
+
+def candidate_requests(errors: int, k: int, **kwargs) -> list[GenerationRequest]:
+    """``k`` requests per error with the same prompt and affinity (an ErrorExtrapolator's candidates)."""
+    return [
+        GenerationRequest(
+            messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": f"error {e}"}],
+            validate=validate,
+            key={"task": "imdb", "error": e, "sample": sample},
+            affinity=f"error-{e}",
+            **kwargs,
+        )
+        for e in range(errors)
+        for sample in range(k)
+    ]
+
+
+@pytest.mark.parametrize("mode", ["completions", "inline"])
+def test_requests_that_share_a_prompt_are_asked_in_one_call_with_n_and_replay_from_the_cache(tmp_path, mode):
+    """The k candidates of an error: one call with n=k, a distinct choice each, the prompt's tokens counted once;
+    a second engine over the same cache replays every one of them without a call."""
+    requests = candidate_requests(3, 2) + make_requests(2)  # two plain requests: a call each
+    with FakeOpenAIServer() as server:
+        with LLMEngine(config(server, tmp_path, seed=5, prefill_mode=mode)) as engine:
+            first = engine.generate(requests, stage="extrapolate")
+        bodies = [entry["body"] for entry in server.log]
+        assert len(bodies) == 5 and engine.report.api_calls == 5
+        assert sorted(b.get("n", 1) for b in bodies) == [1, 1, 2, 2, 2]
+        assert all(r.example is not None for r in first)
+        texts = [r.example["text"] for r in first]
+        assert len(set(texts)) == len(texts)  # each candidate got its own choice
+        assert [r.usage["api_calls"] for r in first[:6]] == [1, 0, 1, 0, 1, 0]
+        prompt_tokens = sum(r.usage["prompt_tokens"] for r in first[:2])
+        assert prompt_tokens == first[0].usage["prompt_tokens"] > 0 and first[1].usage["prompt_tokens"] == 0
+        assert engine.usage.summary()["total"]["requests"] == 8
+        server.reset_stats()
+        with LLMEngine(config(server, tmp_path, seed=5, prefill_mode=mode)) as again:
+            replayed = again.generate(requests, stage="extrapolate")
+        assert server.stats()["calls"] == 0 and again.report.cache_hits == 8
+        assert [r.example for r in replayed] == [r.example for r in first]
+
+
+@pytest.mark.parametrize("answer_n", ["one", "reject"])
+def test_a_server_without_n_still_answers_every_request_and_is_not_asked_with_n_again(tmp_path, answer_n):
+    """llama-cpp-python's own server answers n=2 with one choice, others reject it: the requests without a choice
+    are asked one call each, nothing is lost, and once the engine has seen it, it asks without n."""
+    with FakeOpenAIServer(answer_n=answer_n) as server, LLMEngine(config(server, seed=1)) as engine:
+        results = engine.generate(candidate_requests(3, 2), stage="extrapolate")
+        first = [entry["body"] for entry in server.log]
+        server.reset_stats()
+        later = engine.generate(candidate_requests(2, 2, max_attempts=2), stage="extrapolate")
+        second = [entry["body"] for entry in server.log]
+    assert all(r.example is not None for r in results + later)
+    assert len({r.example["text"] for r in results}) == 6
+    asked_with_n = [b.get("n", 1) for b in first].count(2)
+    assert 1 <= asked_with_n <= 3  # the groups in flight before the first answer
+    answered = 6 if answer_n == "one" else 6 + asked_with_n  # a rejected call is one more, and answers nothing
+    assert len(first) == answered
+    assert len(second) == 4 and all("n" not in b for b in second)
+
+
+def test_shared_prompt_calls_off_or_other_prompts_are_asked_one_call_each(tmp_path):
+    from s3_hf.config import S3Config
+
+    same_affinity = [
+        GenerationRequest(
+            messages=[{"role": "user", "content": f"describe error {i}"}],
+            validate=validate,
+            key={"task": "imdb", "describe": i},
+            affinity="error-0",
+        )
+        for i in range(2)
+    ]
+    with FakeOpenAIServer() as server:
+        with LLMEngine(config(server, tmp_path)) as engine:
+            engine.generate(same_affinity, stage="describe")  # same affinity, other prompts: not shared
+        with LLMEngine(config(server, shared_prompt_calls=False)) as engine:
+            results = engine.generate(candidate_requests(2, 2), stage="extrapolate")
+        bodies = [entry["body"] for entry in server.log]
+    assert len(bodies) == 6 and all("n" not in b for b in bodies)
+    assert all(r.example is not None for r in results)
+    assert S3Config(shared_prompt_calls=False).llm_config().shared_prompt_calls is False
+    assert S3Config().llm_config().shared_prompt_calls is True

@@ -230,7 +230,8 @@ def test_two_rounds_pushed_to_hub_with_kill_and_resume(tmp_path, monkeypatch, hu
     assert state["done"][-3:] == ["round_2.data", "round_2.train", "round_2.publish"]
     assert len(trained) == 3  # rounds 0, 1, 2: each trained exactly once across the three runs
     rounds = state["s3"]["rounds"]
-    assert stats["calls"] - calls_run1 == rounds["2"]["usage"]["requests"] > 0
+    # every call of run 3 is round 2's: its requests, less one per error (its 2 candidates share a call with n=2)
+    assert stats["calls"] - calls_run1 == rounds["2"]["usage"]["requests"] - rounds["2"]["errors_used"] > 0
     assert max(stats["calls_by_digest"].values()) == 1  # no request body was ever sent twice
     out = Path(config.output_dir)
     data = {
@@ -459,8 +460,10 @@ def test_torchrun_two_processes_generate_once_and_train_on_both(tmp_path, tiny_m
     state = json.loads((out / "state.json").read_text())
     assert state["done"] == [f"round_{k}.{s}" for k in (0, 1) for s in ("data", "train", "publish")]
     rounds = state["s3"]["rounds"]
-    # the LLM was called by the main process only: once per request, no body twice
-    assert stats["calls"] == rounds["0"]["usage"]["requests"] + rounds["1"]["usage"]["requests"]
+    # the LLM was called by the main process only: once per request (an error's 2 candidates share one call), no
+    # body twice
+    requests = rounds["0"]["usage"]["requests"] + rounds["1"]["usage"]["requests"]
+    assert stats["calls"] == requests - rounds["1"]["errors_used"]
     assert max(stats["calls_by_digest"].values()) == 1
     # the evaluation saw every error-pool example once (gathered across the 2 processes, padding dropped)
     errors = read_s3_json(out / "errors" / "round_0.jsonl", "imdb")

@@ -110,6 +110,9 @@ class FakeOpenAIServer(LoopbackServer):
         reject_response_format: answer 400 to any request with ``response_format`` (a server without JSON mode).
         logprobs: answer ``logprobs`` requests with top alternatives of the first generated tokens (the token written
             at logprob -0.05, a filler at -6); ``False``: ``"logprobs": null``, as servers without them do.
+        answer_n: how a request with ``n`` > 1 is answered: ``"all"``, ``n`` choices as OpenAI and vLLM do (choice
+            ``i`` is the responder's reply to the body with ``seed + i``; the prompt's tokens counted once);
+            ``"one"``, one choice, as llama-cpp-python's own server does; ``"reject"``, a 400.
         port: port to bind (0: a free one).
     """
 
@@ -129,10 +132,14 @@ class FakeOpenAIServer(LoopbackServer):
         hang_s: float = 2.0,
         reject_response_format: bool = False,
         logprobs: bool = True,
+        answer_n: str = "all",
         port: int = 0,
     ):
         if over_capacity not in ("queue", "reject"):
             raise ValueError(f"over_capacity must be 'queue' or 'reject', got {over_capacity!r}")
+        if answer_n not in ("all", "one", "reject"):
+            raise ValueError(f"answer_n must be 'all', 'one' or 'reject', got {answer_n!r}")
+        self.answer_n = answer_n
         self.responder = responder or default_responder
         self.latency_s = latency_s
         self.max_concurrency = max_concurrency
@@ -267,6 +274,10 @@ class FakeOpenAIServer(LoopbackServer):
             call_index = self._calls
             self._calls += 1
             self._by_digest[digest] += 1
+        if self.answer_n == "reject" and (body.get("n") or 1) > 1:
+            self._record(digest, "rejected_n", body)
+            handler._send(400, {"error": {"message": "n > 1 is not supported", "type": "invalid_request_error"}})
+            return
         if self.reject_response_format and "response_format" in body:
             self._record(digest, "rejected_format", body)
             handler._send(
@@ -327,6 +338,29 @@ class FakeOpenAIServer(LoopbackServer):
             return
         if self.latency_s:
             time.sleep(self.latency_s)
+        n = (body.get("n") or 1) if self.answer_n == "all" else 1
+        seed = body.get("seed") or 0
+        replies = [self._reply(body if i == 0 else {**body, "seed": seed + i}, fault, chat) for i in range(n)]
+        self._record(digest, "ok" if fault is None else fault, body)
+        prompt_tokens = max(1, len(json.dumps(body.get("messages") or body.get("prompt") or "")) // 4)
+        completion_tokens = sum(max(1, len(text) // 4) for text, _ in replies)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        created = int(time.time())
+        model = body.get("model", "fake")
+        choices = [self._choice(body, index, text, finish, chat) for index, (text, finish) in enumerate(replies)]
+        if chat:
+            payload = {"id": f"chatcmpl-{call_index}", "object": "chat.completion", "created": created}
+        else:
+            payload = {"id": f"cmpl-{call_index}", "object": "text_completion", "created": created}
+        payload.update({"model": model, "choices": choices, "usage": usage})
+        handler._send(200, payload)
+
+    def _reply(self, body: dict[str, Any], fault: str | None, chat: bool) -> tuple[str, str]:
+        """``(text, finish_reason)`` of one choice."""
         finish = "stop"
         if fault == "refusal":
             text = REFUSAL_TEXT
@@ -344,15 +378,9 @@ class FakeOpenAIServer(LoopbackServer):
                 text, finish = text[: max(1, len(text) // 2)], "length"
         if not chat:
             text = _continuation(str(body.get("prompt", "")), text)
-        self._record(digest, "ok" if fault is None else fault, body)
-        prompt_tokens = max(1, len(json.dumps(body.get("messages") or body.get("prompt") or "")) // 4)
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": max(1, len(text) // 4),
-            "total_tokens": prompt_tokens + max(1, len(text) // 4),
-        }
-        created = int(time.time())
-        model = body.get("model", "fake")
+        return text, finish
+
+    def _choice(self, body: dict[str, Any], index: int, text: str, finish: str, chat: bool) -> dict[str, Any]:
         tokens = _TOKEN.findall(text)[:8] if self.logprobs and body.get("logprobs") else []
         if chat:
             logprobs = None
@@ -371,26 +399,21 @@ class FakeOpenAIServer(LoopbackServer):
                         for t in tokens
                     ]
                 }
-            choice = {
-                "index": 0,
+            return {
+                "index": index,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": finish,
                 "logprobs": logprobs,
             }
-            payload = {"id": f"chatcmpl-{call_index}", "object": "chat.completion", "created": created}
-        else:
-            logprobs = None
-            if tokens:
-                logprobs = {
-                    "tokens": tokens,
-                    "token_logprobs": [-0.05] * len(tokens),
-                    "top_logprobs": [{t: -0.05, " the": -6.0} for t in tokens],
-                    "text_offset": [0] * len(tokens),
-                }
-            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": logprobs}
-            payload = {"id": f"cmpl-{call_index}", "object": "text_completion", "created": created}
-        payload.update({"model": model, "choices": [choice], "usage": usage})
-        handler._send(200, payload)
+        logprobs = None
+        if tokens:
+            logprobs = {
+                "tokens": tokens,
+                "token_logprobs": [-0.05] * len(tokens),
+                "top_logprobs": [{t: -0.05, " the": -6.0} for t in tokens],
+                "text_offset": [0] * len(tokens),
+            }
+        return {"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs}
 
 
 def _continuation(prompt: str, reply: str) -> str:
