@@ -130,12 +130,9 @@ def test_local_server_command_asks_for_whole_prompts_unless_prefix_reuse(tmp_pat
     assert flag(fast_logprobs=False) is None  # llama_cpp.server as installed knows no such flag (and always reuses)
 
 
-@pytest.mark.llm
-@pytest.mark.slow
-def test_whole_prompts_make_a_reply_independent_of_the_previous_request(monkeypatch):
-    """A real (tiny) model: with apply_whole_prompts every prompt is evaluated from its first token (llama-cpp-python
-    alone evaluates only what differs from the previous prompt), and a sampled reply to a request is the same
-    whichever request came before it."""
+def tiny_llama(monkeypatch):
+    """``(llama_cpp, a tiny real model, evals)``: ``evals`` gets the token count of every ``Llama.eval`` call (the
+    first of a request is its prompt's); skips where llama-cpp-python or the tiny GGUF is missing."""
     llama_cpp = pytest.importorskip("llama_cpp")
     from s3_hf.assets import AssetError, gguf_path
 
@@ -144,21 +141,32 @@ def test_whole_prompts_make_a_reply_independent_of_the_previous_request(monkeypa
     except AssetError as err:
         pytest.skip(f"tiny GGUF not installed: {err}")
     model = llama_cpp.Llama(str(path), n_ctx=512, n_threads=1, verbose=False)
-    head = "<|im_start|>user\nWrite one sentence of a negative review of "
-    x, y = head + "a slow thriller.<|im_end|>\n<|im_start|>assistant\n", head + "a loud comedy.<|im_end|>\n"
-    evals: list[int] = []  # tokens per eval() call of the last request: the first is its prompt's
+    evals: list[int] = []
     original_eval = llama_cpp.llama.Llama.eval
 
     def eval_(self, tokens):
         evals.append(len(tokens))
         return original_eval(self, tokens)
 
+    monkeypatch.setattr(llama_cpp.llama.Llama, "eval", eval_)
+    return llama_cpp, model, evals
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_whole_prompts_make_a_reply_independent_of_the_previous_request(monkeypatch):
+    """A real (tiny) model: with apply_whole_prompts every prompt is evaluated from its first token (llama-cpp-python
+    alone evaluates only what differs from the previous prompt), and a sampled reply to a request is the same
+    whichever request came before it."""
+    llama_cpp, model, evals = tiny_llama(monkeypatch)
+    head = "<|im_start|>user\nWrite one sentence of a negative review of "
+    x, y = head + "a slow thriller.<|im_end|>\n<|im_start|>assistant\n", head + "a loud comedy.<|im_end|>\n"
+
     def ask(prompt):
         evals.clear()
         reply = model.create_completion(prompt, max_tokens=24, temperature=0.8, seed=7)["choices"][0]["text"]
         return reply, evals[0]
 
-    monkeypatch.setattr(llama_cpp.llama.Llama, "eval", eval_)
     original_generate = llama_cpp.llama.Llama.generate
     n_x = len(model.tokenize(x.encode(), special=True))
     ask(y)
@@ -207,25 +215,10 @@ def test_n_choices_evaluate_the_prompt_once_and_depend_on_the_request_alone(monk
     """A real (tiny) model with whole prompts: CompletionChoices evaluates the prompt once (the further choices
     evaluate its last token only), counts its tokens once, writes distinct choices, gives choice 0 the reply of the
     same request without n, and the same choices again after another request."""
-    llama_cpp = pytest.importorskip("llama_cpp")
-    from s3_hf.assets import AssetError, gguf_path
-
-    try:
-        path = gguf_path("smollm2")
-    except AssetError as err:
-        pytest.skip(f"tiny GGUF not installed: {err}")
-    model = llama_cpp.Llama(str(path), n_ctx=512, n_threads=1, verbose=False)
+    _, model, evals = tiny_llama(monkeypatch)
     prompt = "<|im_start|>user\nWrite one sentence of a negative review of a slow thriller.<|im_end|>\n<|im_start|>assistant\n"
     other = "<|im_start|>user\nWrite one sentence about a loud comedy.<|im_end|>\n<|im_start|>assistant\n"
     n_prompt = len(model.tokenize(prompt.encode(), special=True))
-    evals: list[int] = []
-    original_eval = llama_cpp.llama.Llama.eval
-
-    def eval_(self, tokens):
-        evals.append(len(tokens))
-        return original_eval(self, tokens)
-
-    monkeypatch.setattr(llama_cpp.llama.Llama, "eval", eval_)
     kwargs = {"prompt": prompt, "max_tokens": 16, "temperature": 0.9, "seed": 11}
     llama_server.apply_whole_prompts()
     try:
