@@ -64,8 +64,9 @@ class SynthesisOutcome:
         rejected: reason -> count for requests that gave no example (after the engine's retries), duplicates, and
             candidates a verifier dropped (``verifier_<name>``).
         usage: token usage of the stage as reported by the engine (prompt/completion tokens, cost).
-        api_calls: completions bought from the API for these requests (cache replays not counted).
-        retries: reason -> count of the attempts that were asked again (why ``api_calls`` exceeds ``requested``).
+        api_calls: API calls made for these requests (cache replays not counted); one call with ``n`` that answers
+            the k candidates of an error (``LLMConfig.shared_prompt_calls``) counts once.
+        retries: reason -> count of the attempts that were asked again (why ``api_calls`` can exceed ``requested``).
         verification: verifier name -> ``{"checked", "kept", "dropped"}`` (extrapolation with verifiers).
         described: error-description requests (``ErrorExtrapolator(error_view="description")``); they write no
             example themselves, so they are not in ``requested``, but their calls are in ``api_calls``.
