@@ -29,7 +29,8 @@ from s3_hf.local_llm import LocalLLMServer
 
 
 def load_calls(run_dir: Path, limit: int | None) -> list[dict]:
-    """The completion payloads of a run's LLM cache, in file order, without the logprob (verifier) calls."""
+    """The completion payloads of a run's LLM cache, in file order, without the logprob (verifier) calls; a
+    shared-prompt call (its replies cached with ``choice`` / ``choices``) once, with its ``n``."""
     path = run_dir / "llm_cache" / "responses.jsonl"
     if not path.is_file():
         raise SystemExit(f"{path}: no LLM cache there (run `s3-hf run --output-dir {run_dir}` first)")
@@ -43,7 +44,10 @@ def load_calls(run_dir: Path, limit: int | None) -> list[dict]:
             payload = request.get("payload") or {}
             if request.get("endpoint") != "completions" or payload.get("logprobs") is not None:
                 continue
-            calls.append({k: v for k, v in payload.items() if k != "logprobs"})
+            if request.get("choice"):  # a further reply of a shared-prompt call: asked with its first
+                continue
+            shared = {"n": request["choices"]} if request.get("choices") else {}
+            calls.append({**{k: v for k, v in payload.items() if k != "logprobs"}, **shared})
     return calls[:limit] if limit else calls
 
 

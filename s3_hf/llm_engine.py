@@ -427,13 +427,15 @@ class LLMEngine:
         prefetched: tuple[dict[str, Any], int] | None = None,
     ) -> GenerationResult:
         """One request through its attempts. ``choices`` > 1: its first attempt is a choice of a shared-prompt call
-        (:meth:`_run_group`), given as ``prefetched`` = ``(raw reply, API calls it counts: 1 for the call's first
-        choice, else 0)`` or, where that call gave it no choice, asked on its own."""
+        (:meth:`_run_group`), given as ``prefetched`` = ``(raw reply, the choice's index)`` (the call counts once,
+        with its first choice; the cache records both numbers with the reply) or, where that call gave it no choice,
+        asked on its own."""
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "api_calls": 0, "cached": 0}
         reasons: list[str] = []
         text = logprobs = None
         feedback: tuple[str, str] | None = None  # the rejected reply and its note, for the next attempt
         attempt = 0
+        choice: int | None = None  # the index of the reply in a shared-prompt call
         while attempt < request.max_attempts:
             shared = choices if attempt == 0 else 1
             endpoint_kind, payload, key, prefill = self._build_call(
@@ -458,9 +460,14 @@ class LLMEngine:
             else:
                 try:
                     if prefetched is not None and attempt == 0:
-                        (raw, calls), prefetched = prefetched, None
+                        (raw, choice), prefetched = prefetched, None
+                        calls = 1 if choice == 0 else 0
                     else:
-                        raw, calls = (await self._call_api(endpoint_kind, payload, route, request.affinity))[0], 1
+                        raw, calls, choice = (
+                            (await self._call_api(endpoint_kind, payload, route, request.affinity))[0],
+                            1,
+                            None,
+                        )
                 except _FormatRejected:
                     logger.warning("the server rejected response_format; falling back to json_mode='off'")
                     self._json_mode = "off"
@@ -487,6 +494,8 @@ class LLMEngine:
                 if self.cache is not None:
                     audit = {"endpoint": endpoint_kind, "model": self.config.model_id, "key": request.key}
                     audit.update({"attempt": attempt, "stage": stage, "round": round_index, "payload": payload})
+                    if choice is not None:  # the call was the payload with "n": choices, this its choice'th reply
+                        audit.update({"choice": choice, "choices": choices})
                     self.cache.put(key, raw, request=audit)
             text, logprobs = raw.get("text"), raw.get("logprobs")
             attempt += 1
@@ -527,7 +536,7 @@ class LLMEngine:
         n = len(requests)
         keys = [self._build_call(r, 0, choices=n)[2] for r in requests]
         endpoint_kind, payload, _, _ = self._build_call(requests[0], 0, choices=n)
-        prefetched: list[tuple[dict[str, Any], int] | None] = [None] * n
+        prefetched: list[tuple[dict[str, Any], int] | None] = [None] * n  # (raw reply, choice index)
         if self._choices_ok and not (self.cache is not None and any(self.cache.get(k) is not None for k in keys)):
             try:
                 raws = await self._call_api(endpoint_kind, {**payload, "n": n}, route, requests[0].affinity)
@@ -542,7 +551,7 @@ class LLMEngine:
                 )
                 self._choices_ok = False
             for index, raw in enumerate(raws[:n]):
-                prefetched[index] = (raw, 1 if index == 0 else 0)
+                prefetched[index] = (raw, index)
         return list(
             await asyncio.gather(
                 *(

@@ -561,3 +561,38 @@ def test_training_steps_retrains_the_runs_rows_with_its_recipe_at_each_epoch_cou
     assert training_steps.main(argv) == 0 and len(calls) == 4  # resumed from the saved results
     table = (tmp_path / "o" / "training_steps.md").read_text()
     assert "| 24 | 74.15 ± 0.07 | 74.1 (2.0), 74.2 (2.0) | +18.00 [+18.00, +18.00] | 0.500 |" in table
+
+
+def test_prefix_reuse_replays_a_shared_prompt_call_once_with_its_n(monkeypatch, tmp_path):
+    """A run's cache records the replies of a shared-prompt call with ``choice`` / ``choices``;
+    `benchmarks/prefix_reuse.py` replays that call once, with ``n``, not once per reply."""
+    monkeypatch.syspath_prepend(str(QUALITY.parent))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    import prefix_reuse
+
+    from s3_hf.llm_engine import GenerationRequest, LLMConfig, LLMEngine
+    from s3_hf.response_cache import ResponseCache
+    from s3_hf.testing.openai_server import FakeOpenAIServer
+
+    def request(error: int, sample: int) -> GenerationRequest:
+        return GenerationRequest(
+            messages=[{"role": "user", "content": f"error {error}"}],
+            validate=lambda obj: ({"text": obj["text"], "label": 1}, None),
+            key={"error": error, "sample": sample},
+            affinity=f"error-{error}",
+            prefill='{"text": "',
+        )
+
+    cache = tmp_path / "run" / "llm_cache"
+    with FakeOpenAIServer() as server:
+        config = LLMConfig(
+            base_url=server.url, model="fake", seed=3, cache_dir=str(cache), prefill_mode="completions", progress=False
+        )
+        with LLMEngine(config) as engine:
+            engine.generate([request(e, s) for e in range(3) for s in range(2)] + [request(9, 0)], stage="x")
+        made = [entry["body"] for entry in server.log]
+    records = [r["request"] for r in ResponseCache(cache).records()]
+    shared = [(r.get("choice", -1), r.get("choices", 1)) for r in records]
+    assert sorted(shared) == [(-1, 1)] + [(0, 2)] * 3 + [(1, 2)] * 3
+    calls = prefix_reuse.load_calls(tmp_path / "run", None)
+    assert sorted(c.get("n", 1) for c in calls) == sorted(b.get("n", 1) for b in made) == [1, 2, 2, 2]
