@@ -534,8 +534,9 @@ class LLMEngine:
         :meth:`_run_one` (validation, dedup, its own retries). If any of them is in the cache (a resumed run), or the
         server rejected ``n`` or gave fewer choices before, the requests without a choice ask one call each."""
         n = len(requests)
-        keys = [self._build_call(r, 0, choices=n)[2] for r in requests]
-        endpoint_kind, payload, _, _ = self._build_call(requests[0], 0, choices=n)
+        calls = [self._build_call(r, 0, choices=n) for r in requests]
+        endpoint_kind, payload = calls[0][:2]  # the members' payloads differ in the seed alone
+        keys = [call[2] for call in calls]
         prefetched: list[tuple[dict[str, Any], int] | None] = [None] * n  # (raw reply, choice index)
         if self._choices_ok and not (self.cache is not None and any(self.cache.get(k) is not None for k in keys)):
             try:
