@@ -13,7 +13,9 @@ replayed replies back at the usage recorded with them in the cache:
 
 A run resumed after a stop replays its own earlier calls, and ``llm_usage.json`` sums its sessions: a round it
 replayed counts those calls twice here (paid, and again at the round's mean under ``estimated calls``). Use it on runs
-of one session (one entry under ``sessions`` in ``llm_usage.json``).
+of one session (one entry under ``sessions`` in ``llm_usage.json``). A folder without ``llm_usage.json`` (a run
+killed before the pipeline kept that file current while running) is taken as its own cache's only user: every entry
+of S3's stages counts.
 
 Rows: the final training set (the last kept round's ``train_rows`` in ``state.json``), and every row the run accepted
 (every round's ``new_rows``: a round the gate set aside was paid for and accepted, but is not trained on). ``--zerogen-per-row``
@@ -29,6 +31,9 @@ import json
 import statistics
 import sys
 from pathlib import Path
+
+# stages that are not S3's error rounds: the seed's (counted whole from the cache) and the baselines' (not S3's)
+NOT_ROUNDS = ("rationales", "seed", "zerogen", "goldgen", "seed_same_size")
 
 
 def run_tokens(folder: Path) -> dict:
@@ -46,9 +51,12 @@ def run_tokens(folder: Path) -> dict:
     ]
     total = sum(entry_tokens(e) for e in entries if e["request"]["stage"] in ("rationales", "seed"))
     estimated = 0
-    usage = json.loads((folder / "llm_usage.json").read_text(encoding="utf-8"))["rows"]
+    usage_file = folder / "llm_usage.json"
+    if not usage_file.is_file():  # no record of which calls were this run's: the whole cache is its own
+        total += sum(entry_tokens(e) for e in entries if e["request"]["stage"] not in NOT_ROUNDS)
+    usage = json.loads(usage_file.read_text(encoding="utf-8"))["rows"] if usage_file.is_file() else []
     for row in usage:
-        if row["stage"] in ("rationales", "seed", "zerogen", "goldgen", "seed_same_size"):
+        if row["stage"] in NOT_ROUNDS:
             continue
         mine = [
             e for e in entries if e["request"]["stage"] == row["stage"] and e["request"]["round"] == row["round_index"]

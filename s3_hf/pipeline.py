@@ -38,7 +38,7 @@ from . import report
 from .atomic import write_json_atomic
 from .config import BASELINES, METHODS, S3Config, config_from_args, parse_methods, public_base_url
 from .errors import S3ConfigError, S3Error
-from .usage import USAGE_SUMS, merge_usage
+from .usage import USAGE_SUMS, UsageRecord, merge_usage
 
 logger = logging.getLogger(__name__)
 STATE_FILE = "state.json"
@@ -91,6 +91,7 @@ class S3Pipeline:
         self.process = process_state()
         self._engine = engine
         self._own_engine = None
+        self._usage_record: UsageRecord | None = None
         self._gold = None
         self._splits = None
         self._pool = None
@@ -130,6 +131,8 @@ class S3Pipeline:
     def _save_state(self) -> None:
         if self.process.is_main_process:
             write_json_atomic(self.state_path, self.state)
+            if self._usage_record is not None:  # the calls paid so far, in case this process is killed
+                self._usage_record.save(self._own_engine.usage)
 
     def done(self, stage: str) -> bool:
         return stage in self.state.get("done", [])
@@ -169,6 +172,9 @@ class S3Pipeline:
 
             self._own_engine = LLMEngine(self.config.llm_config()).__enter__()
             self._engine = self._own_engine
+            # llm_usage.json kept current during the run (a killed run's paid calls stay counted), ended at close()
+            self._usage_record = UsageRecord(self.out / "llm_usage.json")
+            self._usage_record.watch(self._own_engine.usage)
         return self._engine
 
     def gold(self):
@@ -837,27 +843,17 @@ class S3Pipeline:
             {"rounds": self.rows_table(), **{name: self.state.get(name) for name in BASELINES}},
         )
 
-    def _save_usage(self, session: dict[str, Any]) -> None:
-        """Add this process's LLM usage to ``llm_usage.json`` (see :func:`merge_usage`)."""
-        path = self.out / "llm_usage.json"
-        previous = None
-        if path.is_file():
-            try:
-                previous = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                logger.warning("%s: unreadable; starting the usage record again", path)
-        write_json_atomic(path, merge_usage(previous, session))
-
     def close(self) -> None:
         if self._own_engine is not None:
             try:
-                if self.process.is_main_process:
-                    self._save_usage(self._own_engine.usage.summary())
+                if self.process.is_main_process and self._usage_record is not None:
+                    self._usage_record.save(self._own_engine.usage, ended=True)
             except Exception:  # the usage file is a convenience; never hide the real error
                 logger.warning("could not save the LLM usage", exc_info=True)
             self._own_engine.close()
             self._own_engine = None
             self._engine = None
+            self._usage_record = None
 
 
 def _accumulate(info: dict[str, Any], outcome: Any) -> None:

@@ -13,13 +13,17 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .atomic import write_text_atomic
+
+logger = logging.getLogger(__name__)
 
 # $ per 1M prompt tokens, $ per 1M completion tokens (public list prices; override with LLMConfig.prices)
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
@@ -92,6 +96,7 @@ class UsageTracker:
         self.prices = dict(DEFAULT_PRICES if prices is None else prices)
         self._rows: dict[tuple[str, int, str], UsageRow] = {}
         self._lock = threading.Lock()
+        self.listeners: list[Callable[[UsageTracker], None]] = []  # called after each add (outside the lock)
 
     def add(
         self,
@@ -103,20 +108,22 @@ class UsageTracker:
         completion_tokens: int = 0,
         cached: bool = False,
     ) -> None:
-        """Record one reply (from the API, or replayed from the cache when ``cached``)."""
+        """Record one reply (from the API, or replayed from the cache when ``cached``), then tell the listeners."""
         with self._lock:
             row = self._rows.setdefault((stage, round_index, model), UsageRow(stage, round_index, model))
             if cached:
                 row.cached_requests += 1
-                return
-            row.requests += 1
-            row.prompt_tokens += int(prompt_tokens or 0)
-            row.completion_tokens += int(completion_tokens or 0)
-            price = price_for(model, self.prices)
-            if price is None:
-                row.priced = False
             else:
-                row.cost_usd += (prompt_tokens or 0) * price[0] / 1e6 + (completion_tokens or 0) * price[1] / 1e6
+                row.requests += 1
+                row.prompt_tokens += int(prompt_tokens or 0)
+                row.completion_tokens += int(completion_tokens or 0)
+                price = price_for(model, self.prices)
+                if price is None:
+                    row.priced = False
+                else:
+                    row.cost_usd += (prompt_tokens or 0) * price[0] / 1e6 + (completion_tokens or 0) * price[1] / 1e6
+        for listener in list(self.listeners):
+            listener(self)
 
     def rows(self) -> list[UsageRow]:
         with self._lock:
@@ -180,12 +187,14 @@ def _usage_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return totals
 
 
-def merge_usage(previous: dict[str, Any] | None, session: dict[str, Any]) -> dict[str, Any]:
+def merge_usage(previous: dict[str, Any] | None, session: dict[str, Any], *, ended: bool = True) -> dict[str, Any]:
     """``llm_usage.json`` after one more process (``session``: :meth:`UsageTracker.summary`): the sessions so far
     plus this one under ``sessions``, and ``rows``/``by_stage``/``by_round``/``total`` summed over all of them, so a
-    resumed run keeps the tokens of the runs before it."""
+    resumed run keeps the tokens of the runs before it. The session is stamped ``ended_at`` when ``ended``, else
+    ``saved_at`` (a process still running, or one killed after that save: its calls up to then are counted)."""
     sessions = list((previous or {}).get("sessions") or ([previous] if previous and previous.get("rows") else []))
-    sessions.append({**session, "ended_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    sessions.append({**session, ("ended_at" if ended else "saved_at"): stamp})
     merged: dict[tuple, dict[str, Any]] = {}
     for one in sessions:
         for row in one.get("rows", []):
@@ -207,3 +216,61 @@ def merge_usage(previous: dict[str, Any] | None, session: dict[str, Any]) -> dic
         "total": _usage_totals(rows),
         "sessions": sessions,
     }
+
+
+class UsageRecord:
+    """A run folder's ``llm_usage.json``, kept current while a process runs, so a process that is killed (or a
+    machine that goes away) leaves the calls it paid for counted; the next process adds its own session.
+
+    Args:
+        path: the ``llm_usage.json`` file; what it holds when the record is made is kept as the earlier sessions.
+        min_interval_s: :meth:`watch` saves at most this often (the last save before a kill bounds what is lost).
+
+    Example:
+
+    ```python
+    >>> import tempfile
+    >>> record = UsageRecord(Path(tempfile.mkdtemp()) / "llm_usage.json", min_interval_s=0)
+    >>> tracker = UsageTracker(prices={})
+    >>> record.watch(tracker)
+    >>> tracker.add(stage="seed", round_index=0, model="m", prompt_tokens=10, completion_tokens=2)
+    >>> json.loads(record.path.read_text())["total"]["prompt_tokens"]
+    10
+    ```
+    """
+
+    def __init__(self, path: str | Path, *, min_interval_s: float = 2.0):
+        self.path = Path(path)
+        self.min_interval_s = min_interval_s
+        self.previous: dict[str, Any] | None = None
+        if self.path.is_file():
+            try:
+                self.previous = json.loads(self.path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:  # kept aside, not overwritten
+                aside = self.path.with_name(f"{self.path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+                self.path.replace(aside)
+                logger.warning(
+                    "%s: line %d: invalid JSON (%s); moved to %s, usage recorded again from this run",
+                    self.path, err.lineno, err.msg, aside.name,
+                )  # fmt: skip
+        self._lock = threading.Lock()
+        self._saved_at = float("-inf")
+
+    def save(self, tracker: UsageTracker, *, ended: bool = False) -> None:
+        """Write the earlier sessions plus ``tracker``'s (this process) as its session (atomically)."""
+        with self._lock:
+            self._saved_at = time.monotonic()
+            write_text_atomic(
+                self.path, json.dumps(merge_usage(self.previous, tracker.summary(), ended=ended), indent=2) + "\n"
+            )
+
+    def _on_add(self, tracker: UsageTracker) -> None:
+        if time.monotonic() - self._saved_at >= self.min_interval_s:
+            try:
+                self.save(tracker)
+            except OSError:  # the usage file is a record; never stop the run for it (saved again at the end)
+                logger.warning("could not save %s", self.path, exc_info=True)
+
+    def watch(self, tracker: UsageTracker) -> None:
+        """Save after ``tracker``'s replies, at most every ``min_interval_s`` seconds."""
+        tracker.listeners.append(self._on_add)

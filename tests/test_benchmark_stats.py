@@ -463,6 +463,10 @@ def test_replayed_tokens_counts_replayed_replies_at_their_cached_usage(monkeypat
     result = replayed_tokens.run_tokens(tmp_path)
     # seed stage 15 + 5, round 1: 30 + 30 + 30, round 2: own 50 + 1 replayed at the mean of 40, 60, 50
     assert result == {"tokens": 20 + 90 + 50 + 50, "estimated_calls": 1, "rows": 7, "accepted": 9}
+    # no llm_usage.json (a run killed before the file was kept current): the cache is the run's own, every S3 entry
+    (tmp_path / "llm_usage.json").unlink()
+    result = replayed_tokens.run_tokens(tmp_path)
+    assert result == {"tokens": 20 + 90 + 150, "estimated_calls": 0, "rows": 7, "accepted": 9}
 
 
 def test_difficulty_prompts_extrapolates_the_same_errors_with_each_variant_and_scores_the_kept_rows(

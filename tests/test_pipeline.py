@@ -597,6 +597,11 @@ def test_kill_9_during_seed_synthesis_repeats_no_completed_call(tmp_path, tiny_m
     # calls that were cached (replayed now) or in flight at the kill (sent again)
     cached = state["s3"]["rounds"]["0"]["usage"]["cached_requests"]
     assert 2 + cached <= before <= 2 + cached + 2
+    # llm_usage.json kept the killed process's paid calls (saved while it ran) as a session without an end
+    sessions = json.loads((out / "llm_usage.json").read_text())["sessions"]
+    assert len(sessions) == 2 and "ended_at" not in sessions[0] and "ended_at" in sessions[1]
+    assert 1 <= sessions[0]["total"]["requests"] <= before  # its first reply at least (saved at most every 2 s)
+    assert sessions[1]["total"]["requests"] == stats["ok"] - before
 
 
 # ---------------------------------------------------------------------- review fixes: defaults, YAML, secrets, gold, usage
@@ -671,21 +676,55 @@ def test_seed_same_size_usage_counts_only_its_own_calls(tmp_path):
 
 
 def test_llm_usage_json_accumulates_over_resumed_runs(tmp_path):
-    from s3_hf.pipeline import S3Pipeline
-    from s3_hf.usage import UsageTracker
+    from s3_hf.usage import UsageRecord, UsageTracker
 
-    pipeline = S3Pipeline(S3Config(output_dir=str(tmp_path / "run")))
+    path = tmp_path / "run" / "llm_usage.json"
+    path.parent.mkdir()
     for session in range(2):
         tracker = UsageTracker(prices={})
         tracker.add(stage="seed", round_index=0, model="m", prompt_tokens=100, completion_tokens=10)
         tracker.add(stage="extrapolate", round_index=session + 1, model="m", prompt_tokens=7, completion_tokens=3)
-        pipeline._save_usage(tracker.summary())
-    saved = json.loads((tmp_path / "run" / "llm_usage.json").read_text())
+        UsageRecord(path).save(tracker, ended=True)
+    saved = json.loads(path.read_text())
     assert len(saved["sessions"]) == 2
     assert saved["total"]["requests"] == 4 and saved["total"]["prompt_tokens"] == 214
     assert saved["by_stage"]["seed"]["completion_tokens"] == 20
     assert {k: v["prompt_tokens"] for k, v in saved["by_round"].items()} == {"0": 200, "1": 7, "2": 7}
     assert [r["requests"] for r in saved["rows"] if r["stage"] == "seed"] == [2]  # one row per (stage, round, model)
+
+
+def test_usage_record_keeps_a_killed_sessions_calls(tmp_path, monkeypatch):
+    """Saved while the process runs (at most every min_interval_s), so a process that never reaches close() leaves
+    its paid calls counted up to its last save; the next process adds its own session beside it."""
+    from s3_hf import usage as usage_module
+    from s3_hf.usage import UsageRecord, UsageTracker
+
+    clock = [100.0]
+    monkeypatch.setattr(usage_module.time, "monotonic", lambda: clock[0])
+    path = tmp_path / "llm_usage.json"
+    killed, tracker = UsageRecord(path, min_interval_s=5), UsageTracker(prices={})
+    killed.watch(tracker)
+    tracker.add(stage="seed", round_index=0, model="m", prompt_tokens=10, completion_tokens=1)  # saved (first)
+    tracker.add(stage="seed", round_index=0, model="m", prompt_tokens=10, completion_tokens=1)  # within 5 s: not
+    assert json.loads(path.read_text())["total"]["requests"] == 1
+    clock[0] += 5
+    tracker.add(stage="seed", round_index=0, model="m", prompt_tokens=10, completion_tokens=1, cached=True)
+    saved = json.loads(path.read_text())
+    assert saved["total"]["requests"] == 2 and saved["total"]["cached_requests"] == 1
+    assert "saved_at" in saved["sessions"][0] and "ended_at" not in saved["sessions"][0]
+    # killed here: no ended save; the resumed process replays and pays one more call
+    resumed, tracker = UsageRecord(path, min_interval_s=5), UsageTracker(prices={})
+    resumed.watch(tracker)
+    tracker.add(stage="seed", round_index=0, model="m", prompt_tokens=10, completion_tokens=1)
+    resumed.save(tracker, ended=True)
+    saved = json.loads(path.read_text())
+    assert [("ended_at" in one, one["total"]["requests"]) for one in saved["sessions"]] == [(False, 2), (True, 1)]
+    assert saved["total"]["requests"] == 3 and saved["total"]["prompt_tokens"] == 30
+    # an unreadable file is moved aside (nothing lost), and the record starts again
+    path.write_text('{"rows": [')
+    UsageRecord(path).save(tracker, ended=True)
+    assert [p.read_text() for p in tmp_path.glob("llm_usage.json.unreadable-*")] == ['{"rows": [']
+    assert len(json.loads(path.read_text())["sessions"]) == 1
 
 
 def test_local_gold_counts_by_content(tmp_path, monkeypatch):
