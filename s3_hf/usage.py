@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_text_atomic
+from .atomic import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -260,9 +260,7 @@ class UsageRecord:
         """Write the earlier sessions plus ``tracker``'s (this process) as its session (atomically)."""
         with self._lock:
             self._saved_at = time.monotonic()
-            write_text_atomic(
-                self.path, json.dumps(merge_usage(self.previous, tracker.summary(), ended=ended), indent=2) + "\n"
-            )
+            write_json_atomic(self.path, merge_usage(self.previous, tracker.summary(), ended=ended))
 
     def _on_add(self, tracker: UsageTracker) -> None:
         if time.monotonic() - self._saved_at >= self.min_interval_s:
