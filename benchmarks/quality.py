@@ -8,6 +8,8 @@ For each task and seed, with the same LLM, small model, seed and number of train
   LLM cache, so only its rows beyond ZeroGen's are new calls);
 - ``seed_same_size``: S3's rationale seed synthesis only, as many rows;
 - ``goldgen``: S3's seed + extrapolations of random error-pool rows (not only errors), same prompts and verifiers;
+- ``goldgen_correct``: the same from only the pool rows the seed model classifies correctly (``s3 - goldgen_correct``
+  is what choosing errors adds over extrapolating rows the model already gets right);
 - ``s3``: the seed plus error-extrapolation rounds (``--rounds``, the paper: 2), k verified candidates per error;
 - ``gold``: the small model trained on that many rows of the task's REAL training split.
 
@@ -204,9 +206,11 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         if name == SAME_TOKENS:
             continue
         info = state.get(name) or {}
-        # seed_same_size and goldgen start from S3's seed (replayed from the cache): its cost counts for them too;
+        # seed_same_size and the goldgens start from S3's seed (replayed from the cache): its cost counts for them too;
         # so does zerogen when S3's seed is written with ZeroGen's prompt (its first requests are the seed's)
-        shares_seed = name in ("seed_same_size", "goldgen") or (name == "zerogen" and config.seed_prompt == "zerogen")
+        shares_seed = name in ("seed_same_size", "goldgen", "goldgen_correct") or (
+            name == "zerogen" and config.seed_prompt == "zerogen"
+        )
         # its own rows already hold the seed's, so only they count as new rows
         result[name] = _method(info, [seed_round, info] if shares_seed else [info], trained=[info], rows_of=[info])
     same_tokens_rows: list[dict[str, Any]] | None = None
@@ -362,8 +366,8 @@ def _method(
 
 
 SAME_TOKENS = "zerogen_same_tokens"  # quality.py's own baseline: ZeroGen with as many rows as S3's tokens buy
-METHODS = ("zerogen", SAME_TOKENS, "seed_same_size", "goldgen", "s3_seed_only", "s3", "gold")
-CONFIG_BASELINES = ("zerogen", "seed_same_size", "goldgen")  # the pipeline's own (S3Config.method)
+METHODS = ("zerogen", SAME_TOKENS, "seed_same_size", "goldgen", "goldgen_correct", "s3_seed_only", "s3", "gold")
+CONFIG_BASELINES = ("zerogen", "seed_same_size", "goldgen", "goldgen_correct")  # the pipeline's own (S3Config.method)
 BASELINES = (*CONFIG_BASELINES, SAME_TOKENS)
 # two-sided 95% t quantiles by degrees of freedom (scipy-free)
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}

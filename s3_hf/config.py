@@ -23,7 +23,7 @@ from .prompts import ERROR_VIEWS
 from .tasks import TaskSpec, get_task
 from .yaml_fields import read_yaml_fields
 
-METHODS = ("s3", "zerogen", "seed_same_size", "goldgen")
+METHODS = ("s3", "zerogen", "seed_same_size", "goldgen", "goldgen_correct")
 BASELINES = METHODS[1:]
 ROUND_GATES = ("validation", "validation_or_tie", "none")
 SEED_PROMPTS = ("task", "zerogen")
@@ -59,7 +59,8 @@ class S3Config:
             "methods to run, in order: 's3' (seed + error extrapolation rounds) and the baselines, each with as many "
             "training rows as S3 ends with: 'zerogen' (ZeroGen's own plain label-conditioned prompt, no rationales), "
             "'seed_same_size' (S3's rationale seed synthesis only), 'goldgen' (S3's seed + extrapolations of random "
-            "error-pool rows, not only errors, with the same prompts and verifiers)"
+            "error-pool rows, not only errors, with the same prompts and verifiers), 'goldgen_correct' (the same from "
+            "only the pool rows the seed model classifies correctly: S3 against it measures what choosing errors adds)"
         ),
     )
     rounds: int = field(default=2, metadata=_help("error-extrapolation rounds after the seed round"))

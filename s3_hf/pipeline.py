@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 STATE_FORMAT = 1
 GOLD_SUBSET_SEED = 0
-GOLDGEN_ROUND = -1  # the usage bucket of the goldgen baseline's calls (S3's rounds are 0..rounds)
+# the usage buckets of the goldgen baselines' calls (S3's rounds are 0..rounds), their stage being the method's name
+GOLDGEN_ROUNDS = {"goldgen": -1, "goldgen_correct": -2}
 
 __all__ = [
     "METHODS",
@@ -118,6 +119,8 @@ class S3Pipeline:
                     "use a new --output-dir, or delete the folder to start over"
                 )
             self.state = state
+            for name in BASELINES:  # a baseline added to the methods since the state was written
+                self.state.setdefault(name, {})
         else:
             self.state = {
                 "format": STATE_FORMAT,
@@ -405,13 +408,15 @@ class S3Pipeline:
             error_view=c.error_view,
         )
 
-    def _correct_pool_rows(self, k: int) -> list[dict[str, Any]]:
-        """Error-pool rows the round-``k`` model classified correctly (the pool minus its recorded errors)."""
+    def _correct_pool_rows(self, k: int, rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Error-pool rows the round-``k`` model classified correctly (the pool minus its recorded errors), in the
+        order of ``rows`` (pool rows; default: the whole pool)."""
         from .dedup import content_digest
 
         fields = self.spec.input_fields
         wrong = {content_digest(e, fields) for e in self._read(self.errors_path(k))}
-        return [row for row in self.error_pool().to_list() if content_digest(row, fields) not in wrong]
+        rows = self.error_pool().to_list() if rows is None else rows
+        return [row for row in rows if content_digest(row, fields) not in wrong]
 
     def _stage_data(self, k: int) -> None:
         """Round 0: rationales + seed synthesis. Round k: extrapolate round k-1's errors. Main process only."""
@@ -709,7 +714,7 @@ class S3Pipeline:
         # usage buckets of the baseline's own calls: S3's seed stage is shared by seed_same_size (its first
         # seed_size requests replay from the cache), so count the difference over this stage only
         stages, bucket = {"zerogen": (("zerogen",), 0), "seed_same_size": (("seed",), 0)}.get(
-            name, (("goldgen", "verify"), GOLDGEN_ROUND)
+            name, ((name, "verify"), GOLDGEN_ROUNDS.get(name))
         )
         before = self._round_usage(stages, bucket)
         if name == "zerogen":
@@ -731,7 +736,7 @@ class S3Pipeline:
             # example i gets the same prompt as S3's seed example i
             examples, info = self._synthesize_rows(self._synthesizer(make_deduplicator(self.spec)), target)
         else:
-            examples, info = self._goldgen_rows(target)
+            examples, info = self._goldgen_rows(target, name)
         write_s3_json(self.baseline_path(name), examples, self.spec)
         info["accepted"] = info["new_rows"] = len(examples)
         info["seconds_data"] = round(time.time() - started, 1)
@@ -741,9 +746,11 @@ class S3Pipeline:
         }
         self.state[name] = info
 
-    def _goldgen_rows(self, target: int) -> tuple[list[dict[str, Any]], dict]:
+    def _goldgen_rows(self, target: int, name: str = "goldgen") -> tuple[list[dict[str, Any]], dict]:
         """S3's seed plus extrapolations of random error-pool rows (not only errors), with S3's prompts and
-        verifiers (no ``select_hard``), up to ``target`` rows: what the error signal adds over any gold row."""
+        verifiers (no ``select_hard``), up to ``target`` rows: what the error signal adds over any gold row. With
+        ``name="goldgen_correct"`` only the pool rows the seed model classified correctly are drawn: S3 against it
+        measures what choosing errors adds over extrapolating rows the model already gets right."""
         from .synthesis import make_deduplicator
 
         seed = self._read(self.data_path(0))
@@ -752,6 +759,8 @@ class S3Pipeline:
         draw = sum(info.get("errors_used") or 0 for key, info in rounds.items() if key != "0")
         draw = draw or (self.config.max_errors_per_round or 32) * max(1, self.config.rounds)
         pool = self.error_pool().shuffle(seed=self.config.seed).to_list()
+        if name == "goldgen_correct":
+            pool = self._correct_pool_rows(0, pool)
         dedup = make_deduplicator(self.spec)
         dedup.seed(seed)
         examples: list[dict[str, Any]] = []
@@ -764,9 +773,9 @@ class S3Pipeline:
             contrast = (
                 [r for r in pool if r not in rows][:1000] if self.config.contrast and not self.spec.is_qa else None
             )
-            extrapolator = self._extrapolator(1, dedup, contrast_pool=contrast, stage="goldgen", hard=False)
+            extrapolator = self._extrapolator(1, dedup, contrast_pool=contrast, stage=name, hard=False)
             extrapolator.max_errors = None
-            outcome = extrapolator.extrapolate(rows, round_index=GOLDGEN_ROUND)
+            outcome = extrapolator.extrapolate(rows, round_index=GOLDGEN_ROUNDS[name])
             examples += outcome.examples
             _accumulate(info, outcome)
         info["pool_rows_used"] = min(offset, len(pool))

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .config import BASELINES
 from .tasks import TaskSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,9 +103,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-BASELINE_NAMES = ("zerogen", "seed_same_size", "goldgen")
-
-
 def verification_cell(verification: dict[str, dict[str, int]] | None) -> str:
     """``"llm 41/64, student 30/41"``: candidates kept / checked per verifier."""
     if not verification:
@@ -142,7 +140,7 @@ def methods_table(state: dict[str, Any], spec: TaskSpec) -> str:
         # the final model is the last kept round's; the tokens of set-aside rounds count against the kept rows
         final = [info for info in ordered if info.get("round_kept", True)][-1]
         lines.append(line("s3 (all rounds)", final, ordered))
-    for name in BASELINE_NAMES:
+    for name in BASELINES:
         info = state.get(name) or {}
         if info.get("train_rows"):
             lines.append(line(name, info, [info]))

@@ -355,6 +355,7 @@ def test_baselines_match_s3_size_and_reuse_seed_calls(tmp_path, tiny_model, caps
             "zerogen",
             "seed_same_size",
             "goldgen",
+            "goldgen_correct",
         ]
         assert main(argv) == 0
         stats = server.stats()
@@ -673,6 +674,56 @@ def test_seed_same_size_usage_counts_only_its_own_calls(tmp_path):
     seed_calls = engine.calls["seed"]
     assert seed_calls >= 4 and usage["requests"] == seed_calls
     assert usage["prompt_tokens"] == 10 * seed_calls and usage["completion_tokens"] == 5 * seed_calls
+
+
+def test_goldgen_correct_extrapolates_only_pool_rows_the_seed_model_got_right(tmp_path, monkeypatch):
+    """goldgen draws random pool rows, errors or not; goldgen_correct only rows the seed model classified correctly
+    (the pool minus errors/round_0.jsonl), in its own usage bucket, so S3 against it isolates the choice of errors."""
+    import datasets
+    from fake_llm import FakeEngine, user_prompt
+
+    from s3_hf.pipeline import GOLDGEN_ROUNDS, S3Pipeline
+    from s3_hf.s3_json import write_s3_json
+    from s3_hf.usage import UsageTracker
+
+    def responder(request):
+        return {"text": f"A brand new film review, number {len(engine.seen)}, long enough to be kept as it is."}
+
+    engine = FakeEngine(responder, usage=UsageTracker(prices={}))
+    config = S3Config(
+        output_dir=str(tmp_path / "run"),
+        method=["s3", "goldgen", "goldgen_correct"],
+        error_view="text",
+        verifiers=["none"],
+        examples_per_error=1,
+        baseline_size=10,
+    )
+    pipeline = S3Pipeline(config, engine=engine)
+    spec = config.spec
+    pool_rows = [{"text": f"Pool review {i} of a film, in words of its own.", "label": i % 2} for i in range(12)]
+    pool = datasets.Dataset.from_list(pool_rows, features=spec.features)
+    monkeypatch.setattr(pipeline, "error_pool", lambda: pool)
+    pipeline._load_state()
+    pipeline.state["s3"]["rounds"] = {"0": {"new_rows": 4}, "1": {"errors_used": 3, "new_rows": 6}}
+    seed = [{"text": f"Seed review {i}, as the seed stage wrote it.", "label": i % 2} for i in range(4)]
+    write_s3_json(pipeline.data_path(0), seed, spec)
+    wrong = {row["text"] for row in pool_rows[:6]}  # the seed model's errors on the pool
+    write_s3_json(pipeline.errors_path(0), pool_rows[:6], spec)
+
+    def shown(name):
+        texts = {row["text"] for row in pool_rows}
+        calls = [(stage, rnd, user_prompt(r)) for stage, rnd, r in engine.seen if stage == name]
+        assert calls and all(rnd == GOLDGEN_ROUNDS[name] for _, rnd, _ in calls)
+        return {text for text in texts if any(text in prompt for _, _, prompt in calls)}
+
+    pipeline._stage_baseline_data("goldgen_correct")
+    correct_shown = shown("goldgen_correct")
+    assert correct_shown and not correct_shown & wrong
+    usage = pipeline.state["goldgen_correct"]["usage"]
+    assert usage["requests"] == engine.calls["goldgen_correct"] and pipeline.state["goldgen_correct"]["new_rows"] == 10
+    pipeline._stage_baseline_data("goldgen")
+    assert shown("goldgen") & wrong  # random pool rows: errors among them
+    assert pipeline.state["goldgen"]["usage"]["requests"] == engine.calls["goldgen"]
 
 
 def test_llm_usage_json_accumulates_over_resumed_runs(tmp_path):
