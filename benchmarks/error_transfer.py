@@ -9,6 +9,7 @@ with that seed's seed-round model (``s3/round_0/model``, the model whose errors 
   model is the one that found them: a check that the right model was loaded);
 - ``s3 round 1``: the rows S3 wrote from those errors (kept by the verifier);
 - ``goldgen``: the rows goldgen wrote, the same way, from random pool rows (its rows beyond the seed's);
+- ``goldgen_correct`` (when the folder has it): the rows written from pool rows the seed model got right;
 - ``seed rows``: its own training rows (how well it fits what it was trained on).
 
 Side by side: the accuracy on each, and the paired difference ``goldgen − s3 round 1`` over seeds (95% t interval,
@@ -68,10 +69,15 @@ def score_seed(seed_dir: Path, spec) -> dict[str, Any] | None:
     }
     if not model_dir.is_dir() or not all(p.is_file() for p in paths.values()):
         return None
+    correct = seed_dir / "goldgen_correct" / "goldgen_correct_train.jsonl"
+    if correct.is_file():
+        paths["goldgen_correct"] = correct
     field = spec.input_fields[0]
     rows = {name: read_s3_json(path, spec) for name, path in paths.items()}
     seed_texts = {r[field] for r in rows["seed"]}
-    rows["goldgen"] = [r for r in rows["goldgen"] if r[field] not in seed_texts]
+    for name in ("goldgen", "goldgen_correct"):
+        if name in rows:
+            rows[name] = [r for r in rows[name] if r[field] not in seed_texts]
     run_config = seed_dir / "s3_run_config.json"
     recipe = json.loads(run_config.read_text(encoding="utf-8")) if run_config.is_file() else {}
     max_length = recipe.get("max_length") or CLASSIFICATION_MAX_LENGTH  # the run's own token budget
@@ -85,7 +91,10 @@ def score_seed(seed_dir: Path, spec) -> dict[str, Any] | None:
 
 def render(results: list[dict[str, Any]]) -> str:
     names = [("errors", "errors it got wrong"), ("s3", "s3 round 1 rows"), ("goldgen", "goldgen rows"),
-             ("seed", "its seed rows")]  # fmt: skip
+             ("goldgen_correct", "goldgen_correct rows"), ("seed", "its seed rows")]  # fmt: skip
+    missing = {"accuracy": None, "rows": 0}
+    names = [(n, title) for n, title in names if any(n in r for r in results)]
+    results = [{n: r.get(n, missing) for n, _ in names} | {"run": r["run"]} for r in results]
     lines = [
         "The seed-round model's accuracy (%) on the rows each method wrote (rows in brackets)",
         "",

@@ -169,9 +169,11 @@ def test_error_transfer_scores_each_row_set_with_the_seed_model_and_leaves_goldg
 ):
     """`benchmarks/error_transfer.py` on a run folder whose rows are labelled from the seed model's own predictions:
     errors (its predictions flipped) 0%, its seed rows 100%, S3's rows half flipped 50%, goldgen's new rows 100%
-    (the seed rows inside goldgen's training file are not counted), and goldgen − s3 = +50 points."""
+    (the seed rows inside goldgen's training file are not counted), and goldgen − s3 = +50 points; a second seed's
+    goldgen_correct rows, half flipped, 50%, in a column the first seed (without them) leaves empty."""
     import json
     import random
+    import shutil
 
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -204,18 +206,23 @@ def test_error_transfer_scores_each_row_set_with_the_seed_model_and_leaves_goldg
     for name, rows in files.items():
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert error_transfer.main(["--runs", str(tmp_path / "runs"), "--task", "imdb"]) == 0
-    (scored,) = json.loads((tmp_path / "runs" / "error_transfer.json").read_text())
-    assert {k: (v["rows"], v["accuracy"]) for k, v in scored.items() if k != "run"} == {
-        "errors": (10, 0.0),
-        "seed": (10, 1.0),
-        "s3": (10, 0.5),
-        "goldgen": (10, 1.0),
-    }
-    assert (
-        "| seed1 | 0.0 (10) | 50.0 (10) | 100.0 (10) | 100.0 (10) | +50.0 |"
-        in (tmp_path / "runs" / "error_transfer.md").read_text()
+    second = run.parent / "seed2"
+    shutil.copytree(run, second)
+    (second / "goldgen_correct").mkdir()
+    (second / "goldgen_correct" / "goldgen_correct_train.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in right[10:20] + right[30:35] + wrong[35:40])
     )
+    assert error_transfer.main(["--runs", str(tmp_path / "runs"), "--task", "imdb"]) == 0
+    first, scored = json.loads((tmp_path / "runs" / "error_transfer.json").read_text())
+    expected = {"errors": (10, 0.0), "seed": (10, 1.0), "s3": (10, 0.5), "goldgen": (10, 1.0)}
+    assert {k: (v["rows"], v["accuracy"]) for k, v in first.items() if k != "run"} == expected
+    assert {k: (v["rows"], v["accuracy"]) for k, v in scored.items() if k != "run"} == {
+        **expected,
+        "goldgen_correct": (10, 0.5),
+    }
+    table = (tmp_path / "runs" / "error_transfer.md").read_text()
+    assert "| seed1 | 0.0 (10) | 50.0 (10) | 100.0 (10) | - | 100.0 (10) | +50.0 |" in table
+    assert "| seed2 | 0.0 (10) | 50.0 (10) | 100.0 (10) | 50.0 (10) | 100.0 (10) | +50.0 |" in table
 
 
 def test_gold_curve_trains_on_nested_rows_outside_the_pool_and_gold_sets(monkeypatch):
