@@ -60,7 +60,8 @@ class S3Config:
             "training rows as S3 ends with: 'zerogen' (ZeroGen's own plain label-conditioned prompt, no rationales), "
             "'seed_same_size' (S3's rationale seed synthesis only), 'goldgen' (S3's seed + extrapolations of random "
             "error-pool rows, not only errors, with the same prompts and verifiers), 'goldgen_correct' (the same from "
-            "only the pool rows the seed model classifies correctly: S3 against it measures what choosing errors adds)"
+            "only the pool rows the seed model classifies correctly, labels alternating: S3 against it measures what "
+            "choosing errors adds)"
         ),
     )
     rounds: int = field(default=2, metadata=_help("error-extrapolation rounds after the seed round"))

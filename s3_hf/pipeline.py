@@ -26,6 +26,7 @@ file writes and pushes on the main process only, the others wait for the stage t
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import shutil
@@ -761,6 +762,10 @@ class S3Pipeline:
         pool = self.error_pool().shuffle(seed=self.config.seed).to_list()
         if name == "goldgen_correct":
             pool = self._correct_pool_rows(0, pool)
+            if not self.spec.is_qa:  # labels alternate, as in S3's error picks: the seed model's correct rows lean
+                # to the label it over-predicts (a seed model that says "positive" to most reviews gets them right)
+                by_label = [[r for r in pool if r["label"] == label] for label in range(len(self.spec.label_names))]
+                pool = [row for group in itertools.zip_longest(*by_label) for row in group if row is not None]
         dedup = make_deduplicator(self.spec)
         dedup.seed(seed)
         examples: list[dict[str, Any]] = []

@@ -678,7 +678,8 @@ def test_seed_same_size_usage_counts_only_its_own_calls(tmp_path):
 
 def test_goldgen_correct_extrapolates_only_pool_rows_the_seed_model_got_right(tmp_path, monkeypatch):
     """goldgen draws random pool rows, errors or not; goldgen_correct only rows the seed model classified correctly
-    (the pool minus errors/round_0.jsonl), in its own usage bucket, so S3 against it isolates the choice of errors."""
+    (the pool minus errors/round_0.jsonl), labels alternating (the seed model's errors here all have label 0, so its
+    correct rows are mostly label 1), in its own usage bucket, so S3 against it isolates the choice of errors."""
     import datasets
     from fake_llm import FakeEngine, user_prompt
 
@@ -696,7 +697,7 @@ def test_goldgen_correct_extrapolates_only_pool_rows_the_seed_model_got_right(tm
         error_view="text",
         verifiers=["none"],
         examples_per_error=1,
-        baseline_size=10,
+        baseline_size=7,
     )
     pipeline = S3Pipeline(config, engine=engine)
     spec = config.spec
@@ -707,8 +708,9 @@ def test_goldgen_correct_extrapolates_only_pool_rows_the_seed_model_got_right(tm
     pipeline.state["s3"]["rounds"] = {"0": {"new_rows": 4}, "1": {"errors_used": 3, "new_rows": 6}}
     seed = [{"text": f"Seed review {i}, as the seed stage wrote it.", "label": i % 2} for i in range(4)]
     write_s3_json(pipeline.data_path(0), seed, spec)
-    wrong = {row["text"] for row in pool_rows[:6]}  # the seed model's errors on the pool
-    write_s3_json(pipeline.errors_path(0), pool_rows[:6], spec)
+    errors = [row for row in pool_rows[:9] if row["label"] == 0]  # the seed model's errors: all of label 0
+    wrong = {row["text"] for row in errors}
+    write_s3_json(pipeline.errors_path(0), errors, spec)
 
     def shown(name):
         texts = {row["text"] for row in pool_rows}
@@ -719,8 +721,9 @@ def test_goldgen_correct_extrapolates_only_pool_rows_the_seed_model_got_right(tm
     pipeline._stage_baseline_data("goldgen_correct")
     correct_shown = shown("goldgen_correct")
     assert correct_shown and not correct_shown & wrong
+    assert pool_rows[10]["text"] in correct_shown  # the one correct row of label 0 is drawn first, not left last
     usage = pipeline.state["goldgen_correct"]["usage"]
-    assert usage["requests"] == engine.calls["goldgen_correct"] and pipeline.state["goldgen_correct"]["new_rows"] == 10
+    assert usage["requests"] == engine.calls["goldgen_correct"] and pipeline.state["goldgen_correct"]["new_rows"] == 7
     pipeline._stage_baseline_data("goldgen")
     assert shown("goldgen") & wrong  # random pool rows: errors among them
     assert pipeline.state["goldgen"]["usage"]["requests"] == engine.calls["goldgen"]
