@@ -9,8 +9,7 @@ For each task and seed, with the same LLM, small model, seed and number of train
 - ``seed_same_size``: S3's rationale seed synthesis only, as many rows;
 - ``goldgen``: S3's seed + extrapolations of random error-pool rows (not only errors), same prompts and verifiers;
 - ``goldgen_correct``: the same from only the pool rows the seed model classifies correctly, labels alternating as in
-  S3's error picks (``s3 - goldgen_correct``
-  is what choosing errors adds over extrapolating rows the model already gets right);
+  S3's error picks (``s3 - goldgen_correct`` is what choosing errors adds over rows the model already gets right);
 - ``s3``: the seed plus error-extrapolation rounds (``--rounds``, the paper: 2), k verified candidates per error;
 - ``gold``: the small model trained on that many rows of the task's REAL training split.
 

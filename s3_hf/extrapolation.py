@@ -132,7 +132,8 @@ class ErrorExtrapolator:
         seed: seed of the ``max_errors`` sample.
         max_attempts: attempts per request.
         deduplicator: drops exact/near duplicates; seed it with earlier rounds (default: a fresh one).
-        stage: the usage/report bucket of the generation requests (the baseline's name for ``goldgen`` and ``goldgen_correct``).
+        stage: the usage/report bucket of the generation requests (the baseline's name for ``goldgen`` and
+            ``goldgen_correct``).
         new_context: pair classification tasks: write a new context (premise) as well, with the prompt template
             ``extrapolate_context`` (contrast is not used then).
         error_view: what a candidate's prompt shows of its error: ``"text"`` (the error itself, cut to

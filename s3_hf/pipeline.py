@@ -750,8 +750,8 @@ class S3Pipeline:
     def _goldgen_rows(self, target: int, name: str = "goldgen") -> tuple[list[dict[str, Any]], dict]:
         """S3's seed plus extrapolations of random error-pool rows (not only errors), with S3's prompts and
         verifiers (no ``select_hard``), up to ``target`` rows: what the error signal adds over any gold row. With
-        ``name="goldgen_correct"`` only the pool rows the seed model classified correctly are drawn: S3 against it
-        measures what choosing errors adds over extrapolating rows the model already gets right."""
+        ``name="goldgen_correct"`` only the pool rows the seed model classified correctly are drawn, labels
+        alternating: S3 against it measures what choosing errors adds over rows the model already gets right."""
         from .synthesis import make_deduplicator
 
         seed = self._read(self.data_path(0))
