@@ -169,7 +169,7 @@ def _config(task: str, seed: int, cli, gold: tuple[str, str], run_dir: Path, met
 
 
 def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
-    from s3_hf.pipeline import S3Pipeline
+    from s3_hf.pipeline import GOLDGEN_ROUNDS, S3Pipeline
 
     run_dir = Path(cli.out) / task / f"seed{seed}"
     config = _config(task, seed, cli, gold, run_dir, ["s3", *(b for b in cli.baselines if b in CONFIG_BASELINES)])
@@ -208,7 +208,7 @@ def run_one(task: str, seed: int, cli, gold: tuple[str, str]) -> dict[str, Any]:
         info = state.get(name) or {}
         # seed_same_size and the goldgens start from S3's seed (replayed from the cache): its cost counts for them too;
         # so does zerogen when S3's seed is written with ZeroGen's prompt (its first requests are the seed's)
-        shares_seed = name in ("seed_same_size", "goldgen", "goldgen_correct") or (
+        shares_seed = name in ("seed_same_size", *GOLDGEN_ROUNDS) or (
             name == "zerogen" and config.seed_prompt == "zerogen"
         )
         # its own rows already hold the seed's, so only they count as new rows

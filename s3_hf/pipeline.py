@@ -120,8 +120,6 @@ class S3Pipeline:
                     "use a new --output-dir, or delete the folder to start over"
                 )
             self.state = state
-            for name in BASELINES:  # a baseline added to the methods since the state was written
-                self.state.setdefault(name, {})
         else:
             self.state = {
                 "format": STATE_FORMAT,
